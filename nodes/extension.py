@@ -1,12 +1,22 @@
-"""Registers the pack's nodes with ComfyUI (V3 extension API)."""
+"""Registers the pack's nodes with ComfyUI (V3 extension API), in one place."""
 
 from comfy_api.latest import ComfyExtension, io
+
+from .apply_identity import ApplyRSACPM
+from .encode_reference import EncodeReferenceFace
+from .load_adapter import LoadIdentityAdapter, register_model_folder
+from .sample_video import SampleVideo
+
+NODES = [LoadIdentityAdapter, EncodeReferenceFace, ApplyRSACPM, SampleVideo]
 
 
 class StandInExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return []
+        return list(NODES)
 
 
 async def comfy_entrypoint() -> StandInExtension:
+    # ComfyUI 0.3.x does not call ComfyExtension.on_load; the folder must exist before the
+    # node schemas (which list its files) are built.
+    register_model_folder()
     return StandInExtension()

@@ -1,0 +1,65 @@
+"""Apply RSA/CPM: put a Stand-In identity on a Wan model (a clone; the input MODEL is untouched)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .standin import LATENT_CHANNELS, StandInError, apply_standin
+from .types import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
+
+
+class ApplyRSACPM(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_PREFIX + "ApplyRSACPM",
+            display_name="Apply Stand-In Identity (RSA/CPM)",
+            category=CATEGORY,
+            description=("Gives a Wan text-to-video model the identity of the reference: the video "
+                         "attends to the reference through Restricted Self-Attention, with the "
+                         "reference placed beside the video by Conditional Position Mapping. "
+                         "Defaults reproduce the official Stand-In exactly. Works with KSampler, "
+                         "KSamplerAdvanced, SamplerCustomAdvanced and Sample Video."),
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan 2.1 / 2.2 text-to-video (or VACE) model. For "
+                                                "Wan 2.2 A14B, patch each expert with its own adapter."),
+                AdapterSocket.Input("adapter", tooltip="From Load Identity Adapter; must match this model."),
+                IdentitySocket.Input("identity", tooltip="From Encode Reference Face."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05,
+                               tooltip="How much attention the video pays to the reference. 1.0 is "
+                                       "the official behaviour; 0 is the plain model. Technically: "
+                                       "log(strength) is added to the attention logits of the "
+                                       "reference keys, i.e. each reference token's attention weight "
+                                       "is multiplied by strength before normalisation."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
+                               tooltip="Sampling progress at which the identity starts acting (0 = first step)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
+                               tooltip="Sampling progress at which the identity stops acting (1 = last step)."),
+            ],
+            outputs=[
+                io.Model.Output(tooltip="The model carrying the identity."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, adapter, identity, strength=1.0, start_percent=0.0,
+                end_percent=1.0) -> io.NodeOutput:
+        if identity.latent_channels != LATENT_CHANNELS:
+            raise ValueError(
+                f"This identity was encoded by a VAE with {identity.latent_channels}-channel "
+                f"latents ({identity.vae_kind}); Stand-In's Wan models take the Wan 2.1 VAE's "
+                f"{LATENT_CHANNELS}-channel latents. Re-encode the reference with the Wan 2.1 VAE.")
+        latent_format = model.model.latent_format
+        if getattr(latent_format, "latent_channels", LATENT_CHANNELS) != identity.latent_channels:
+            raise ValueError(
+                f"The model works in {latent_format.latent_channels}-channel latents but the identity "
+                f"was encoded into {identity.latent_channels} channels; connect a Wan T2V 14B / A14B "
+                f"model and encode the reference with the Wan 2.1 VAE.")
+        reference = model.model.process_latent_in(identity.latent)
+        try:
+            patched = apply_standin(model, adapter.adapter, reference, strength=strength,
+                                    start_percent=start_percent, end_percent=end_percent,
+                                    adapter_patcher=adapter.patcher)
+        except StandInError as e:
+            raise ValueError(f"{adapter.name}: {e}") from None
+        return io.NodeOutput(patched)

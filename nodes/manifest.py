@@ -1,0 +1,76 @@
+"""weights_manifest.json: the files our workflows need, where they go and where to get them.
+
+Read by the nodes (to say which file is missing and where to get it) and by
+tools/download_weights.py (which fetches them). Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MANIFEST_PATH = os.path.join(PACK_ROOT, "weights_manifest.json")
+DOWNLOAD_COMMAND = "python custom_nodes/{pack}/tools/download_weights.py --workflow <your workflow.json>"
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    name: str
+    folder: str
+    url: str
+    kind: str = ""
+    base_model: str = ""
+    description: str = ""
+    size: int | None = None
+    sha256: str | None = None
+    structure: dict | None = None
+    aliases: tuple = field(default_factory=tuple)
+
+    def names(self):
+        return (self.name, *self.aliases)
+
+
+def load_manifest(path: str = MANIFEST_PATH) -> list[ManifestFile]:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if data.get("format") != 1:
+        raise ValueError(f"{path}: manifest format {data.get('format')!r} is not supported (1 is)")
+    files = []
+    for entry in data["files"]:
+        files.append(ManifestFile(
+            name=entry["name"], folder=entry["folder"], url=entry["url"], kind=entry.get("kind", ""),
+            base_model=entry.get("base_model", ""), description=entry.get("description", ""),
+            size=entry.get("size"), sha256=entry.get("sha256"), structure=entry.get("structure"),
+            aliases=tuple(entry.get("aliases", ()))))
+    return files
+
+
+@lru_cache(maxsize=1)
+def _default_manifest() -> tuple:
+    return tuple(load_manifest())
+
+
+def find(name: str, manifest=None) -> ManifestFile | None:
+    base = os.path.basename(name.replace("\\", "/"))
+    for f in manifest if manifest is not None else _default_manifest():
+        if base in f.names():
+            return f
+    return None
+
+
+def pack_dir_name() -> str:
+    return os.path.basename(PACK_ROOT)
+
+
+def where_to_get(name: str, folder_hint: str) -> str:
+    """One sentence telling the user where a missing file comes from and where it goes."""
+    entry = find(name)
+    command = DOWNLOAD_COMMAND.format(pack=pack_dir_name())
+    if entry is None:
+        return (f"Put the file into ComfyUI's models/{folder_hint}/ folder (or a folder listed for "
+                f"'{folder_hint}' in extra_model_paths.yaml) and press R to refresh.")
+    return (f"{entry.name} ({entry.description}) goes into models/{entry.folder}/. Download it from "
+            f"{entry.url} or run: {command}")

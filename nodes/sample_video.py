@@ -1,0 +1,171 @@
+"""Sample Video: the one-node way from (patched) Wan model(s) to frames."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy_api.latest import io
+
+from .types import CATEGORY, NODE_PREFIX
+
+log = logging.getLogger(__name__)
+
+MAX_SIZE = 8192
+WAN21_BOUNDARY = 0.875  # official Wan 2.2 T2V switch: low-noise expert once t < 0.875 * 1000
+
+
+def check_video_size(width: int, height: int, length: int) -> None:
+    problems = []
+    for name, value in (("width", width), ("height", height)):
+        if value % 16:
+            lower = max(16, value - value % 16)
+            problems.append(f"{name} {value} is not a multiple of 16 (use {lower} or {lower + 16})")
+    if (length - 1) % 4:
+        lower = max(1, length - (length - 1) % 4)
+        problems.append(f"length {length} is not of the form 4n+1 (use {lower} or {lower + 4} frames)")
+    if problems:
+        raise ValueError("Wan video sizes: " + "; ".join(problems) + ".")
+
+
+def switch_index(sigmas: torch.Tensor, boundary: float) -> int:
+    """First step whose starting sigma is below the boundary: the low-noise expert's first step."""
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        if float(sigmas[i]) < boundary:
+            return i
+    return steps
+
+
+def latent_to_rgb(model, samples: torch.Tensor) -> torch.Tensor:
+    """A rough picture of a latent from the latent format's colour factors (no VAE needed)."""
+    fmt = model.model.latent_format
+    if fmt.latent_rgb_factors is None:
+        raise ValueError("Connect a VAE to Sample Video to get frames from this model.")
+    factors = torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32)
+    bias = torch.tensor(fmt.latent_rgb_factors_bias or [0.0, 0.0, 0.0], dtype=torch.float32)
+    x = samples.float()
+    if x.ndim == 4:
+        x = x.unsqueeze(2)
+    rgb = torch.einsum("bcthw,cr->bthwr", x, factors) + bias
+    rgb = ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
+    b, t, h, w, _ = rgb.shape
+    up = torch.nn.functional.interpolate(rgb.reshape(b * t, h, w, 3).movedim(-1, 1), scale_factor=8, mode="nearest")
+    return up.movedim(1, -1)
+
+
+class SampleVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_PREFIX + "SampleVideo",
+            display_name="Sample Video",
+            category=CATEGORY,
+            description=("Samples a Wan video with ComfyUI's samplers in one node: an empty video of "
+                         "the given size, or an input LATENT with denoise (video-to-video, face swap "
+                         "with a noise mask). Optional second model for Wan 2.2 A14B: the high-noise "
+                         "model runs first, the low-noise model from the switch boundary on."),
+            inputs=[
+                io.Model.Input("model", tooltip="The (Stand-In patched) Wan model; for Wan 2.2 A14B the high-noise expert."),
+                io.Conditioning.Input("positive", tooltip="What the video shows."),
+                io.Conditioning.Input("negative", tooltip="What the video avoids."),
+                io.Int.Input("width", default=832, min=16, max=MAX_SIZE, step=16,
+                             tooltip="Video width in pixels (multiple of 16). Ignored when a latent is connected."),
+                io.Int.Input("height", default=480, min=16, max=MAX_SIZE, step=16,
+                             tooltip="Video height in pixels (multiple of 16). Ignored when a latent is connected."),
+                io.Int.Input("length", default=81, min=1, max=MAX_SIZE, step=4,
+                             tooltip="Number of frames, 4n+1 (81 = 5 s at 16 fps). Ignored when a latent is connected."),
+                io.Int.Input("batch_size", default=1, min=1, max=64,
+                             tooltip="Videos sampled at once. Ignored when a latent is connected."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the starting noise."),
+                io.Int.Input("steps", default=30, min=1, max=10000, tooltip="Sampling steps (both experts together)."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale (1 skips the negative pass)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="uni_pc",
+                               tooltip="ComfyUI sampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="simple",
+                               tooltip="ComfyUI scheduler."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="1.0 for text-to-video; lower keeps more of an input latent "
+                                       "(video-to-video, face swap)."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="Optional starting latent (e.g. a VAE-encoded source video, with "
+                                        "a noise mask for face swap); replaces width/height/length."),
+                io.Model.Input("model_2", optional=True,
+                               tooltip="Optional Wan 2.2 A14B low-noise expert (patched with its own adapter)."),
+                io.Float.Input("switch_boundary", default=WAN21_BOUNDARY, min=0.0, max=1.0, step=0.005,
+                               optional=True,
+                               tooltip="With model_2: the sigma below which the low-noise model takes over "
+                                       "(0.875 as in the official Wan 2.2 T2V pipeline)."),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="Optional Wan VAE to decode the frames; without it IMAGE is a rough "
+                                     "colour preview of the latent."),
+            ],
+            outputs=[
+                io.Latent.Output(tooltip="The sampled video latent."),
+                io.Image.Output(tooltip="The frames (decoded with the VAE, or a rough preview without one)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, width, height, length, batch_size, seed, steps, cfg,
+                sampler_name, scheduler, denoise, latent=None, model_2=None, switch_boundary=WAN21_BOUNDARY,
+                vae=None) -> io.NodeOutput:
+        if latent is None:
+            check_video_size(width, height, length)
+            samples = torch.zeros([batch_size, 16, ((length - 1) // 4) + 1, height // 8, width // 8],
+                                  device=comfy.model_management.intermediate_device())
+            latent = {"samples": samples}
+        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+        noise_mask = latent.get("noise_mask")
+
+        ksampler = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                           scheduler=scheduler, denoise=denoise, model_options=model.model_options)
+        sigmas = ksampler.sigmas
+        total = len(sigmas) - 1
+        if total <= 0:
+            out = latent.copy()
+            return io.NodeOutput(out, cls.frames(model, vae, samples))
+        sampler = comfy.samplers.sampler_object(sampler_name)
+        callback = latent_preview.prepare_callback(model, total)
+        disable_pbar = not comfy.utils.PROGRESS_BAR_ENABLED
+
+        stages = [(model, sigmas, noise)]
+        if model_2 is not None:
+            k = switch_index(sigmas, switch_boundary)
+            log.info("Sample Video: %d steps on model, %d on model_2 (switch at sigma %.3f)", k, total - k, switch_boundary)
+            stages = [(model, sigmas[:k + 1], noise),
+                      (model_2, sigmas[k:], torch.zeros_like(noise))]
+            stages = [s for s in stages if len(s[1]) > 1]
+            if stages[0][0] is model_2:
+                stages[0] = (model_2, sigmas, noise)
+
+        current = samples
+        offset = 0
+        for stage_model, stage_sigmas, stage_noise in stages:
+            def stage_callback(step, x0, x, _total, offset=offset):
+                callback(step + offset, x0, x, total)
+            current = comfy.sample.sample_custom(stage_model, stage_noise, cfg, sampler, stage_sigmas, positive,
+                                                 negative, current, noise_mask=noise_mask,
+                                                 callback=stage_callback, disable_pbar=disable_pbar, seed=seed)
+            offset += len(stage_sigmas) - 1
+        out = latent.copy()
+        out["samples"] = current
+        return io.NodeOutput(out, cls.frames(model, vae, current))
+
+    @staticmethod
+    def frames(model, vae, samples):
+        if vae is None:
+            return latent_to_rgb(model, samples)
+        images = vae.decode(samples)
+        if images.ndim == 5:
+            images = images.reshape(-1, images.shape[-3], images.shape[-2], images.shape[-1])
+        return images

@@ -1,0 +1,49 @@
+"""The objects that travel between the pack's nodes, and their socket types.
+
+Own socket types mean the editor refuses a wrong wire (an identity into an adapter input)
+before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from comfy_api.latest import io
+
+from .adapter import StandInAdapter
+
+CATEGORY = "Stand-In"
+NODE_PREFIX = "StandIn_"
+
+AdapterSocket = io.Custom("STANDIN_ADAPTER")
+IdentitySocket = io.Custom("STANDIN_IDENTITY")
+
+
+@dataclass(frozen=True, eq=False)
+class IdentityAdapter:
+    """A validated adapter file and the ModelPatcher through which ComfyUI places its weights."""
+    name: str
+    adapter: StandInAdapter
+    patcher: object
+
+    @property
+    def spec(self):
+        return self.adapter.spec
+
+
+@dataclass(frozen=True, eq=False)
+class Identity:
+    """A prepared, VAE-encoded reference image.
+
+    ``latent`` is the raw VAE latent ([1, 16, 1, h, w], before the model's process_latent_in),
+    ``image`` exactly the pixels that were encoded ([1, H, W, 3] in [0, 1]).
+    """
+    latent: torch.Tensor
+    image: torch.Tensor
+    vae_kind: str
+    latent_channels: int
+    face_box: tuple | None = None
+    crop: tuple | None = None
+    detector: str = ""
+    warnings: tuple = field(default_factory=tuple)

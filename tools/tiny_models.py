@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Tiny random-weight models in ComfyUI's real file formats, for the demo and the tests.
+
+    python tools/tiny_models.py MODELS_DIR
+
+writes into MODELS_DIR (a ComfyUI models folder):
+  diffusion_models/standin_tiny_wan21_t2v.safetensors   Wan 2.1 T2V DiT, dim 256, 2 blocks (original Wan keys)
+  standin/standin_tiny_adapter.safetensors              Stand-In adapter for it (official key names)
+  vae/standin_tiny_wan21_vae.safetensors                Wan 2.1 VAE, width 4 (16-channel latents)
+  vae/standin_tiny_taesd.safetensors                    a TAESD VAE (4-channel latents): the "wrong VAE"
+They produce noise-like videos: they exist to run the real graph end to end, not to make art.
+Weights are seeded, so every run writes the same files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+TINY_DIT = "standin_tiny_wan21_t2v.safetensors"
+TINY_ADAPTER = "standin_tiny_adapter.safetensors"
+TINY_VAE = "standin_tiny_wan21_vae.safetensors"
+TINY_TAESD = "standin_tiny_taesd.safetensors"
+DIT_DIM, DIT_LAYERS = 256, 2
+
+
+def _init_like(name, shape, g):
+    import torch
+    if name.endswith("modulation"):
+        return 0.5 * torch.randn(shape, generator=g)
+    if ".norm" in name and name.endswith(".weight") and len(shape) == 1:
+        # RMSNorm / affine norm3 weights: around 1, varied, as in the parity fixture.
+        return 1.0 + 0.1 * torch.randn(shape, generator=g)
+    if name.endswith(".bias"):
+        return 0.02 * torch.randn(shape, generator=g)
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    return torch.randn(shape, generator=g) / math.sqrt(fan_in)
+
+
+def tiny_wan_dit_state_dict(seed=1234, dim=DIT_DIM, layers=DIT_LAYERS):
+    import torch
+    import comfy.ldm.wan.model
+    import comfy.ops
+    model = comfy.ldm.wan.model.WanModel(
+        model_type="t2v", dim=dim, ffn_dim=2 * dim, num_heads=dim // 128, num_layers=layers,
+        in_dim=16, out_dim=16, text_dim=4096, freq_dim=256, device="meta",
+        operations=comfy.ops.manual_cast)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, param in model.state_dict().items():
+        value = _init_like(name, tuple(param.shape), g)
+        if name.endswith("self_attn.norm_q.weight") or name.endswith("self_attn.norm_k.weight"):
+            value = value * 2.5  # sharper self-attention, so the reference visibly matters
+        sd[name] = value.contiguous()
+    return sd
+
+
+def tiny_adapter_state_dict(seed=99, dim=DIT_DIM, layers=DIT_LAYERS, rank=32):
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for b in range(layers):
+        for p in "qkv":
+            sd[f"blocks.{b}.self_attn.{p}_loras.down.weight"] = torch.randn(rank, dim, generator=g) / math.sqrt(dim)
+            sd[f"blocks.{b}.self_attn.{p}_loras.up.weight"] = torch.randn(dim, rank, generator=g) / math.sqrt(rank)
+    return sd
+
+
+def tiny_wan_vae_state_dict(seed=7, dim=4):
+    import torch
+    import comfy.ldm.wan.vae
+    vae = comfy.ldm.wan.vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                   attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, param in vae.state_dict().items():
+        if name.endswith("gamma"):
+            sd[name] = torch.ones(param.shape)
+        else:
+            sd[name] = _init_like(name, tuple(param.shape), g) * 0.5
+    return sd
+
+
+def tiny_taesd_state_dict(seed=5):
+    import torch
+    import comfy.taesd.taesd
+    model = comfy.taesd.taesd.TAESD()
+    g = torch.Generator().manual_seed(seed)
+    return {name: (p.clone() if p.ndim == 0 else _init_like(name, tuple(p.shape), g) * 0.5)
+            for name, p in model.state_dict().items()}
+
+
+def write_all(models_dir: str) -> dict:
+    import safetensors.torch
+    targets = {
+        ("diffusion_models", TINY_DIT): tiny_wan_dit_state_dict,
+        ("standin", TINY_ADAPTER): tiny_adapter_state_dict,
+        ("vae", TINY_VAE): tiny_wan_vae_state_dict,
+        ("vae", TINY_TAESD): tiny_taesd_state_dict,
+    }
+    written = {}
+    for (folder, name), make in targets.items():
+        path = os.path.join(models_dir, folder, name)
+        if not os.path.isfile(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            safetensors.torch.save_file(make(), path + ".tmp")
+            os.replace(path + ".tmp", path)
+        written[name] = path
+    return written
+
+
+def main(argv=None):
+    import argparse
+    import comfyhost
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models_dir")
+    args = parser.parse_args(argv)
+    comfyhost.setup_comfy(cpu=True)
+    for name, path in write_all(os.path.abspath(args.models_dir)).items():
+        print(f"{name}: {path} ({os.path.getsize(path)} bytes)")
+
+
+if __name__ == "__main__":
+    main()
