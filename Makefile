@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.standin-installed
 
-.PHONY: venv test parity clean-venv
+.PHONY: venv test parity demo clean-venv
 
 venv: $(STAMP)
 
@@ -23,3 +23,6 @@ parity: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+demo: venv
+	$(PY) tools/demo.py

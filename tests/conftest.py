@@ -43,3 +43,24 @@ def standin():
 @pytest.fixture(scope="session")
 def adapter_mod():
     return pack_module("adapter")
+
+
+FACE, CAT = "standin_test_face.png", "standin_test_cat.png"
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """One real ComfyUI server for the end-to-end tests: tiny models, two reference photos."""
+    import tiny_models
+    from comfy_server import ComfyServer
+    from PIL import Image
+    from skimage import data
+
+    base = str(tmp_path_factory.mktemp("comfy_base"))
+    tiny_models.write_all(os.path.join(base, "models"))
+    os.makedirs(os.path.join(base, "input"), exist_ok=True)
+    Image.fromarray(data.astronaut()).save(os.path.join(base, "input", FACE))
+    Image.fromarray(data.chelsea()).save(os.path.join(base, "input", CAT))
+    server = ComfyServer(base).start()
+    yield server
+    server.stop()

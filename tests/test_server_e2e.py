@@ -12,27 +12,16 @@ from PIL import Image
 
 import tiny_models
 import workflows
-from comfy_server import ComfyServer, PromptRejected
+from comfy_server import PromptRejected
+
+from conftest import CAT, FACE
 
 NODE_IDS = ["StandIn_LoadIdentityAdapter", "StandIn_EncodeReferenceFace", "StandIn_ApplyRSACPM", "StandIn_SampleVideo"]
-FACE, CAT = "standin_test_face.png", "standin_test_cat.png"
-
-
-def write_reference_images(input_dir):
-    from skimage import data
-    Image.fromarray(data.astronaut()).save(os.path.join(input_dir, FACE))
-    Image.fromarray(data.chelsea()).save(os.path.join(input_dir, CAT))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("comfy_base"))
-    tiny_models.write_all(os.path.join(base, "models"))
-    os.makedirs(os.path.join(base, "input"), exist_ok=True)
-    write_reference_images(os.path.join(base, "input"))
-    srv = ComfyServer(base).start()
-    yield srv
-    srv.stop()
+def server(comfy_server):
+    return comfy_server
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +30,8 @@ def object_info(server):
 
 
 def tiny(name, image=FACE, **kw):
-    return workflows.tiny_variant(workflows.load_api(name), dit=tiny_models.TINY_DIT, adapter=tiny_models.TINY_ADAPTER,
-                                  vae=tiny_models.TINY_VAE, image=image, **kw)
+    return tiny_models.tiny_variant(workflows.load_api(name), dit=tiny_models.TINY_DIT, adapter=tiny_models.TINY_ADAPTER,
+                                    vae=tiny_models.TINY_VAE, image=image, **kw)
 
 
 def output_files(server, entry, key=None):
@@ -100,7 +89,7 @@ def test_object_info_lists_the_four_nodes(object_info):
 
 def test_ui_workflows_hold_the_same_graph_as_their_api_twins(object_info):
     names = workflows.api_names()
-    assert len(names) >= 3
+    assert len(names) >= 3 and workflows.ui_names() == names
     for name in names:
         assert workflows.ui_to_api(workflows.load_ui(name), object_info) == workflows.load_api(name), name
 
@@ -111,7 +100,7 @@ def test_shipped_api_workflows_are_accepted_as_shipped(server):
     placeholders = []
     for name in workflows.api_names():
         prompt = workflows.load_api(name)
-        for folder, filename in workflows.model_files(prompt).values():
+        for folder, filename in tiny_models.model_files(prompt).values():
             path = os.path.join(server.base_dir, "models", folder, filename)
             if not os.path.exists(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -254,7 +254,9 @@ def write(out_dir: str, object_info: dict) -> list[str]:
     written = []
     for name, (make, title) in WORKFLOWS.items():
         prompt = with_widget_defaults(make(), object_info)
-        api_path = os.path.join(out_dir, f"{name}.api.json")
+        # API twins live in a subfolder: ComfyUI offers every top-level .json as a canvas template.
+        os.makedirs(os.path.join(out_dir, "api"), exist_ok=True)
+        api_path = os.path.join(out_dir, "api", f"{name}.json")
         ui_path = os.path.join(out_dir, f"{name}.json")
         with open(api_path, "w", encoding="utf-8") as f:
             json.dump(prompt, f, indent=2, ensure_ascii=False)

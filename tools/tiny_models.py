@@ -14,6 +14,7 @@ Weights are seeded, so every run writes the same files.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import sys
@@ -111,6 +112,50 @@ def write_all(models_dir: str) -> dict:
             os.replace(path + ".tmp", path)
         written[name] = path
     return written
+
+
+def model_files(prompt: dict) -> dict:
+    """(folder, file name) of every model file a prompt names."""
+    keys = {"UNETLoader": ("unet_name", "diffusion_models"), "VAELoader": ("vae_name", "vae"),
+            "CLIPLoader": ("clip_name", "text_encoders"),
+            "StandIn_LoadIdentityAdapter": ("adapter_name", "standin")}
+    files = {}
+    for nid, node in prompt.items():
+        if node["class_type"] in keys:
+            key, folder = keys[node["class_type"]]
+            files[nid] = (folder, node["inputs"][key])
+    return files
+
+
+def tiny_variant(prompt: dict, *, dit: str, adapter: str, vae: str, image: str, width=64, height=64,
+                 length=5, steps=2, seed=None, save_latent_prefix=None) -> dict:
+    """The same graph with tiny models, the test conditioning node instead of umT5, a small
+    video, and (optionally) a SaveLatent node on the sampled latent so results can be compared."""
+    p = copy.deepcopy(prompt)
+    for nid, node in list(p.items()):
+        ct, inp = node["class_type"], node["inputs"]
+        if ct == "UNETLoader":
+            inp["unet_name"] = dit
+        elif ct == "StandIn_LoadIdentityAdapter":
+            inp["adapter_name"] = adapter
+        elif ct == "VAELoader":
+            inp["vae_name"] = vae
+        elif ct == "LoadImage":
+            inp["image"] = image
+        elif ct == "CLIPTextEncode":
+            p[nid] = {"class_type": "StandInTest_TextToConditioning", "inputs": {"text": inp["text"], "tokens": 8}}
+        elif ct in ("EmptyHunyuanLatentVideo", "StandIn_SampleVideo"):
+            inp.update({"width": width, "height": height, "length": length})
+        if ct in ("KSampler", "StandIn_SampleVideo"):
+            inp["steps"] = steps
+            if seed is not None:
+                inp["seed"] = seed
+    for nid in [n for n, node in p.items() if node["class_type"] == "CLIPLoader"]:
+        del p[nid]
+    if save_latent_prefix is not None:
+        sampler = next(n for n, node in p.items() if node["class_type"] in ("KSampler", "StandIn_SampleVideo"))
+        p["90"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0], "filename_prefix": save_latent_prefix}}
+    return p
 
 
 def main(argv=None):

@@ -14,8 +14,7 @@ import urllib.request
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-LAUNCHER = os.path.join(ROOT, "tools", "launch_comfyui.py")
+LAUNCHER = os.path.join(HERE, "launch_comfyui.py")
 
 
 def free_port() -> int:
@@ -32,8 +31,10 @@ class PromptRejected(Exception):
 
 
 class ComfyServer:
-    def __init__(self, base_dir: str, port: int | None = None, test_nodes: bool = True, log_path: str | None = None):
+    def __init__(self, base_dir: str, port: int | None = None, test_nodes: bool = True, log_path: str | None = None,
+                 extra_args: list | None = None):
         self.base_dir = base_dir
+        self.extra_args = list(extra_args or [])
         self.port = port or free_port()
         self.test_nodes = test_nodes
         self.log_path = log_path or os.path.join(base_dir, "server.log")
@@ -49,6 +50,8 @@ class ComfyServer:
         cmd = [sys.executable, LAUNCHER, "--base-directory", self.base_dir, "--port", str(self.port)]
         if self.test_nodes:
             cmd.append("--test-nodes")
+        if self.extra_args:
+            cmd += ["--"] + self.extra_args
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""make demo: real ComfyUI with this pack, an example workflow through the API queue, a video out.
+
+    python tools/demo.py [--workflow standin_wan21_t2v_sample_video] [--out out/standin_demo.mp4]
+
+Starts ComfyUI (GPU when torch sees one, else CPU) on a private base directory (.demo/), copies
+a reference photo into its input folder, queues the example workflow with POST /prompt, follows
+it over the websocket, and copies the video it saved to --out.
+
+Weights: if COMFYUI_DIR names a ComfyUI whose models folder holds every file the workflow
+needs (see weights_manifest.json), those real weights are used (read in place through
+extra_model_paths). Otherwise the demo says so and uses tiny random-weight models in
+ComfyUI's real formats, with a test-only node standing in for the umT5 text encoder: the
+graph is the real one, the video is noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import tiny_models  # noqa: E402
+from comfy_server import ComfyServer  # noqa: E402
+
+MODEL_FOLDERS = {"diffusion_models": ("diffusion_models", "unet"), "text_encoders": ("text_encoders", "clip"),
+                 "vae": ("vae",), "standin": ("standin",)}
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def load_workflow(name: str) -> dict:
+    with open(os.path.join(ROOT, "example_workflows", "api", f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def real_models_dir(prompt: dict) -> str | None:
+    comfy_dir = os.environ.get("COMFYUI_DIR")
+    if not comfy_dir:
+        return None
+    models = os.path.join(os.path.abspath(os.path.expanduser(comfy_dir)), "models")
+    missing = []
+    for folder, filename in tiny_models.model_files(prompt).values():
+        if not any(os.path.isfile(os.path.join(models, sub, filename)) for sub in MODEL_FOLDERS[folder]):
+            missing.append(f"{folder}/{filename}")
+    if missing:
+        say(f"COMFYUI_DIR has no {', '.join(missing)}; falling back to tiny models "
+            f"(tools/download_weights.py --workflow ... fetches the real ones).")
+        return None
+    return models
+
+
+def reference_photo(path: str) -> None:
+    from PIL import Image
+    from skimage import data
+    # NASA portrait of astronaut Eileen Collins (public domain), shipped inside scikit-image.
+    Image.fromarray(data.astronaut()).save(path)
+
+
+async def follow(server: ComfyServer, prompt: dict) -> tuple[str, dict]:
+    """Queue the prompt and print its progress from the websocket until it ends."""
+    import aiohttp
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"ws://127.0.0.1:{server.port}/ws?clientId={server.client_id}") as ws:
+            prompt_id = await asyncio.get_running_loop().run_in_executor(None, server.queue, prompt)
+            say(f"queued prompt {prompt_id} (POST /prompt)")
+            last = None
+            while True:
+                msg = await ws.receive(timeout=3600)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                event = json.loads(msg.data)
+                data = event.get("data", {})
+                if data.get("prompt_id") not in (None, prompt_id):
+                    continue
+                kind = event["type"]
+                if kind == "executing" and data.get("node") and data["node"] != last:
+                    last = data["node"]
+                    say(f"running node {last} ({prompt[last]['class_type']})")
+                elif kind == "progress":
+                    end = "" if sys.stdout.isatty() and data["value"] < data["max"] else "\n"
+                    print(f"\r[demo]   step {data['value']}/{data['max']}", end=end, flush=True)
+                elif kind in ("execution_success", "execution_error", "execution_interrupted"):
+                    return prompt_id, event
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workflow", default="standin_wan21_t2v_sample_video")
+    parser.add_argument("--out", default=os.path.join(ROOT, "out", "standin_demo.mp4"))
+    parser.add_argument("--base-directory", default=os.path.join(ROOT, ".demo"))
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    prompt = load_workflow(args.workflow)
+    base = os.path.abspath(args.base_directory)
+    os.makedirs(os.path.join(base, "input"), exist_ok=True)
+    image_name = next(n["inputs"]["image"] for n in prompt.values() if n["class_type"] == "LoadImage")
+    reference_photo(os.path.join(base, "input", image_name))
+
+    models = real_models_dir(prompt)
+    extra_args = []
+    if models:
+        say(f"using the real weights in {models}")
+        yaml_path = os.path.join(base, "extra_model_paths.yaml")
+        with open(yaml_path, "w", encoding="utf-8") as f:
+            f.write("user_models:\n    base_path: " + json.dumps(models) + "\n"
+                    + "".join(f"    {folder}: |\n" + "".join(f"        {sub}\n" for sub in subs)
+                              for folder, subs in MODEL_FOLDERS.items()))
+        extra_args = ["--extra-model-paths-config", yaml_path]
+        test_nodes = False
+    else:
+        say("no real Wan / Stand-In weights found (set COMFYUI_DIR to a ComfyUI with them): using TINY "
+            "RANDOM-WEIGHT models in ComfyUI's real formats and a test node instead of umT5. "
+            "The graph is real; the video will be noise.")
+        import comfyhost
+        comfyhost.setup_comfy(cpu=True)  # to build the tiny models in ComfyUI's own classes
+        written = tiny_models.write_all(os.path.join(base, "models"))
+        prompt = tiny_models.tiny_variant(prompt, dit=tiny_models.TINY_DIT, adapter=tiny_models.TINY_ADAPTER,
+                                          vae=tiny_models.TINY_VAE, image=image_name, width=256, height=256,
+                                          length=17, steps=8)
+        say("tiny models: " + ", ".join(os.path.basename(p) for p in written.values()))
+        test_nodes = True
+
+    server = ComfyServer(base, port=args.port, test_nodes=test_nodes, extra_args=extra_args)
+    say(f"starting ComfyUI on {server.url} (log: {server.log_path})")
+    started = time.time()
+    server.start()
+    try:
+        say(f"ComfyUI ready in {time.time() - started:.1f} s")
+        prompt_id, final = asyncio.run(follow(server, prompt))
+        if final["type"] != "execution_success":
+            say(f"the workflow ended with {final['type']}: {json.dumps(final.get('data'))[:2000]}")
+            return 1
+        entry = server.wait(prompt_id)
+        videos = []
+        for node_out in entry["outputs"].values():
+            for items in node_out.values():
+                for item in items if isinstance(items, list) else []:
+                    if isinstance(item, dict) and str(item.get("filename", "")).endswith((".mp4", ".webm")):
+                        videos.append(os.path.join(base, item.get("type", "output"), item.get("subfolder", ""), item["filename"]))
+        if not videos:
+            say(f"the workflow finished but saved no video: {json.dumps(entry['outputs'])[:1000]}")
+            return 1
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        shutil.copyfile(videos[0], args.out)
+        say(f"done in {time.time() - started:.1f} s: {args.out} ({os.path.getsize(args.out)} bytes)"
+            + ("" if models else " -- tiny random weights, so expect noise"))
+        return 0
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
