@@ -51,12 +51,16 @@ def describe_size(num_blocks: int, dim: int) -> str:
     return f"{text} ({name})" if name else text
 
 
-def read_tensor_file(path: str) -> dict:
-    """Read a ``.safetensors`` or pickled checkpoint without running any code from it."""
-    name = os.path.basename(path)
+def read_tensor_file(path: str, name: str | None = None) -> dict:
+    """Read a ``.safetensors`` or pickled checkpoint without running any code from it.
+
+    ``name`` (default: the file's own name) decides the format by its extension, for files
+    kept under a temporary name such as a download's ``.part``.
+    """
+    name = name or os.path.basename(path)
     if not os.path.isfile(path):
         raise AdapterError(f"Adapter file not found: {path}")
-    lower = path.lower()
+    lower = name.lower()
     if os.path.getsize(path) == 0:
         raise AdapterError(f"{name} is empty (0 bytes): the download or copy did not finish. "
                            f"Download it again. {WHERE_TO_GET}")

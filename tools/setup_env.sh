@@ -56,3 +56,18 @@ quiet_pip install -q -r "$reqs" -c "$constraints"
 echo "== pack and test requirements"
 quiet_pip install -q -r requirements.txt -r requirements-test.txt -c "$constraints"
 "$VENV/bin/python" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+
+# Headless Chromium drives ComfyUI's real canvas in tests/test_frontend.py. Installed from
+# Debian's packages where this runs as root with apt-get (CI, the dev machines); elsewhere the
+# canvas test reports itself skipped.
+if [ -z "${STANDIN_NO_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== chromium (for the canvas test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+      || echo "   chromium could not be installed; the canvas test will be skipped"
+  else
+    echo "== chromium is not installed: the canvas test will be skipped"
+  fi
+fi
