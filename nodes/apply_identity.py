@@ -30,7 +30,9 @@ class ApplyRSACPM(io.ComfyNode):
                                        "the official behaviour; 0 is the plain model. Technically: "
                                        "log(strength) is added to the attention logits of the "
                                        "reference keys, i.e. each reference token's attention weight "
-                                       "is multiplied by strength before normalisation."),
+                                       "is multiplied by strength before normalisation. Values other "
+                                       "than 0 and 1 run self-attention through PyTorch SDPA (exact, "
+                                       "but slower than sage/flash attention)."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
                                tooltip="Sampling progress at which the identity starts acting (0 = first step)."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,

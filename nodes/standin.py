@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 import comfy.ldm.common_dit
+import comfy.ldm.modules.attention
 import comfy.ldm.wan.model as wan_model
 import comfy.model_management
 import comfy.model_patcher
@@ -154,11 +155,14 @@ def block_modulation(block, e: torch.Tensor, x: torch.Tensor):
 
 
 def attention(q, k, v, heads, transformer_options, mask=None):
-    # Looked up at call time: whatever attention Wan itself uses right now (the user's
-    # backend, or another node's replacement) is what Stand-In uses.
     if mask is None:
+        # Looked up at call time: whatever attention Wan itself uses right now (the user's
+        # backend, or another node's replacement) is what Stand-In uses.
         return wan_model.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
-    return wan_model.optimized_attention(q, k, v, heads=heads, mask=mask, transformer_options=transformer_options)
+    # An additive mask (identity strength != 1) is not honoured by every backend (sage
+    # attention ignores it), so this one case goes through PyTorch's SDPA, which does.
+    return comfy.ldm.modules.attention.attention_pytorch(q, k, v, heads, mask=mask,
+                                                         transformer_options=transformer_options)
 
 
 def reference_rope(dm, grid_h: int, grid_w: int, ref_h: int, ref_w: int, device) -> torch.Tensor:
