@@ -55,6 +55,9 @@ def latent_to_rgb(model, samples: torch.Tensor) -> torch.Tensor:
         x = x.unsqueeze(2)
     rgb = torch.einsum("bcthw,cr->bthwr", x, factors) + bias
     rgb = ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
+    # Wan's VAE makes 4 video frames of each latent frame after the first.
+    repeats = torch.tensor([1] + [4] * (rgb.shape[1] - 1))
+    rgb = torch.repeat_interleave(rgb, repeats, dim=1)
     b, t, h, w, _ = rgb.shape
     up = torch.nn.functional.interpolate(rgb.reshape(b * t, h, w, 3).movedim(-1, 1), scale_factor=8, mode="nearest")
     return up.movedim(1, -1)

@@ -1,0 +1,149 @@
+"""The pack's nodes called in-process, beside ComfyUI's own samplers: KSampler,
+KSamplerAdvanced, SamplerCustomAdvanced and Sample Video must agree with each other."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import comfy.sd
+import comfy.utils
+import folder_paths
+import nodes as comfy_nodes
+from comfy_extras import nodes_custom_sampler as ncs
+
+import conftest
+import tiny_models
+
+STEPS, CFG, SEED = 4, 4.0, 17
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from skimage import data
+    models = str(tmp_path_factory.mktemp("models"))
+    written = tiny_models.write_all(models)
+    pack_nodes = {name: conftest.pack_module(name) for name in
+                  ("load_adapter", "encode_reference", "apply_identity", "sample_video", "types")}
+    folder_paths.add_model_folder_path("standin", os.path.join(models, "standin"))
+    pack_nodes["load_adapter"].register_model_folder()
+    model = comfy.sd.load_diffusion_model(written[tiny_models.TINY_DIT], model_options={"dtype": torch.float32})
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(written[tiny_models.TINY_VAE]))
+    adapter = pack_nodes["load_adapter"].LoadIdentityAdapter.execute(tiny_models.TINY_ADAPTER)[0]
+    photo = torch.from_numpy(data.astronaut().astype(np.float32) / 255.0).unsqueeze(0)
+    identity, preview = pack_nodes["encode_reference"].EncodeReferenceFace.execute(photo, vae).args
+    g = torch.Generator().manual_seed(0)
+    pos = [[torch.randn(1, 8, 4096, generator=g), {}]]
+    neg = [[torch.randn(1, 8, 4096, generator=g), {}]]
+    return dict(model=model, vae=vae, adapter=adapter, identity=identity, preview=preview, pos=pos, neg=neg,
+                latent={"samples": torch.zeros(1, 16, 2, 8, 8)}, **pack_nodes)
+
+
+def apply(env, model=None, **kw):
+    args = dict(strength=1.0, start_percent=0.0, end_percent=1.0) | kw
+    return env["apply_identity"].ApplyRSACPM.execute(model or env["model"], env["adapter"], env["identity"], **args)[0]
+
+
+def ksampler(env, model, sampler="euler", scheduler="simple"):
+    return comfy_nodes.KSampler().sample(model, SEED, STEPS, CFG, sampler, scheduler, env["pos"], env["neg"],
+                                         env["latent"])[0]["samples"]
+
+
+def sample_video(env, model, model_2=None, boundary=0.875, sampler="euler", scheduler="simple", vae=None):
+    out = env["sample_video"].SampleVideo.execute(model, env["pos"], env["neg"], 64, 64, 5, 1, SEED, STEPS, CFG,
+                                                  sampler, scheduler, 1.0, model_2=model_2,
+                                                  switch_boundary=boundary, vae=vae)
+    return out.args
+
+
+def test_preview_is_exactly_what_was_encoded(env):
+    preview = env["preview"]
+    assert preview.shape == (1, 512, 512, 3)
+    assert torch.equal(env["identity"].image, preview)
+    assert torch.equal(torch.round(preview * 255) / 255, preview)  # 8-bit levels, as the official PIL image
+    again = env["vae"].encode(preview)
+    assert torch.equal(again, env["identity"].latent)
+
+
+def test_sample_video_equals_ksampler(env):
+    patched = apply(env)
+    for sampler, scheduler in (("euler", "simple"), ("uni_pc", "simple")):
+        ref = ksampler(env, patched, sampler, scheduler)
+        latent, images = sample_video(env, patched, sampler=sampler, scheduler=scheduler)
+        torch.testing.assert_close(latent["samples"], ref, atol=1e-6, rtol=1e-6)
+    assert images.shape == (5, 64, 64, 3)  # no VAE: a latent colour preview per frame
+
+
+def test_sampler_custom_advanced_equals_ksampler(env):
+    patched = apply(env)
+    guider = ncs.CFGGuider.execute(patched, env["pos"], env["neg"], CFG)[0]
+    sampler = ncs.KSamplerSelect.execute("euler")[0]
+    sigmas = ncs.BasicScheduler.execute(patched, "simple", STEPS, 1.0)[0]
+    noise = ncs.RandomNoise.execute(SEED)[0]
+    out = ncs.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, env["latent"])[0]["samples"]
+    torch.testing.assert_close(out, ksampler(env, patched), atol=1e-6, rtol=1e-6)
+    assert (out - ksampler(env, env["model"])).abs().max() > 1e-3
+
+
+def test_two_experts_equal_two_ksampler_advanced(env):
+    """Sample Video with model_2 is the standard Wan 2.2 recipe: KSamplerAdvanced on the high
+    expert for the steps above the boundary, then on the low expert for the rest."""
+    high = apply(env)
+    low = apply(env, model=env["model"], strength=0.5)  # another model object, another identity pull
+    sigmas = comfy.samplers.KSampler(high, STEPS, "cpu", "euler", "simple", 1.0).sigmas
+    boundary = float(sigmas[2]) + 1e-4  # steps 0 and 1 on high, 2 and 3 on low
+    ksa = comfy_nodes.KSamplerAdvanced()
+    first = ksa.sample(high, "enable", SEED, STEPS, CFG, "euler", "simple", env["pos"], env["neg"], env["latent"],
+                       0, 2, "enable")[0]
+    second = ksa.sample(low, "disable", SEED, STEPS, CFG, "euler", "simple", env["pos"], env["neg"], first,
+                        2, 10000, "disable")[0]["samples"]
+    latent, _ = sample_video(env, high, model_2=low, boundary=boundary)
+    torch.testing.assert_close(latent["samples"], second, atol=1e-6, rtol=1e-6)
+    only_high, _ = sample_video(env, high)
+    assert (only_high["samples"] - second).abs().max() > 1e-4
+
+
+def test_sample_video_decodes_with_the_vae(env):
+    latent, images = sample_video(env, apply(env), vae=env["vae"])
+    assert images.shape == (5, 64, 64, 3)
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+
+
+@pytest.mark.parametrize("width, height, length, message", [
+    (100, 64, 5, "width 100 is not a multiple of 16 \\(use 96 or 112\\)"),
+    (64, 64, 6, "length 6 is not of the form 4n\\+1 \\(use 5 or 9 frames\\)"),
+])
+def test_sample_video_refuses_sizes_wan_cannot_take(env, width, height, length, message):
+    with pytest.raises(ValueError, match=message):
+        env["sample_video"].SampleVideo.execute(env["model"], env["pos"], env["neg"], width, height, length, 1,
+                                                SEED, 1, CFG, "euler", "simple", 1.0)
+
+
+def test_apply_node_defaults_strength_zero_and_window(env):
+    plain = ksampler(env, env["model"])
+    assert torch.equal(ksampler(env, apply(env, strength=0.0)), plain)
+    assert torch.equal(ksampler(env, apply(env, start_percent=0.6, end_percent=0.6)), plain)
+    assert not torch.equal(ksampler(env, apply(env)), plain)
+
+
+def test_identity_from_another_vae_is_refused(env, tmp_path):
+    taesd = comfy.sd.VAE(sd=comfy.utils.load_torch_file(
+        tiny_models.write_all(str(tmp_path))[tiny_models.TINY_TAESD]))
+    with pytest.raises(ValueError, match="must be encoded with the Wan 2.1 VAE.*TAESD VAE \\(4-channel latents\\)"):
+        env["encode_reference"].EncodeReferenceFace.execute(env["preview"], taesd)
+    types = env["types"]
+    wrong = types.Identity(latent=torch.zeros(1, 48, 1, 32, 32), image=env["preview"], vae_kind="wan2.2",
+                           latent_channels=48)
+    with pytest.raises(ValueError, match="48-channel latents.*Re-encode the reference with the Wan 2.1 VAE"):
+        env["apply_identity"].ApplyRSACPM.execute(env["model"], env["adapter"], wrong, 1.0, 0.0, 1.0)
+
+
+def test_load_adapter_validation(env):
+    node = env["load_adapter"].LoadIdentityAdapter
+    assert node.validate_inputs(tiny_models.TINY_ADAPTER) is True
+    assert "refused" in node.validate_inputs("../secrets.safetensors")
+    assert "refused" in node.validate_inputs("/etc/passwd")
+    missing = node.validate_inputs("Stand-In_wan2.2_T2V_A14B_low.ckpt")
+    assert "huggingface.co/BowenXue/Stand-In/resolve/main/Stand-In_wan2.2_T2V_A14B_low.ckpt" in missing
+    assert "models/standin" in missing
