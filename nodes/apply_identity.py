@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .standin import LATENT_CHANNELS, StandInError, apply_standin
-from .types import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
+from .objects import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
 
 
 class ApplyRSACPM(io.ComfyNode):

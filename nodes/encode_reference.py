@@ -15,7 +15,7 @@ from comfy_api.latest import io, ui
 from . import face
 from .load_adapter import FOLDER
 from .standin import LATENT_CHANNELS
-from .types import CATEGORY, NODE_PREFIX, Identity, IdentitySocket
+from .objects import CATEGORY, NODE_PREFIX, Identity, IdentitySocket
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,16 @@ class EncodeReferenceFace(io.ComfyNode):
                                                 "image of a batch is used."),
                 io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (wan_2.1_vae.safetensors), also used by Wan 2.2 A14B."),
                 io.Combo.Input("detector", options=face.detector_choices(), default="auto",
-                               tooltip="How the face is found. auto: the best detector available "
-                                       "(YuNet when face_detection_yunet_2023mar.onnx is in models/standin, "
-                                       "else the built-in one). none: the image is already a face crop."),
+                               tooltip="How the face is found. auto: YuNet when face_detection_yunet_2023mar.onnx "
+                                       "is in models/standin, else the bundled BlazeFace detector. blazeface, "
+                                       "yunet, haar: that detector only. none: the image is already a face crop."),
                 io.Boolean.Input("white_background", default=True,
                                  tooltip="Paint everything but the person white, as the official "
                                          "pipeline does (uses subject_mask when connected)."),
                 io.Mask.Input("subject_mask", optional=True,
-                              tooltip="Optional mask of the person to keep (from any segmentation "
-                                      "node); everything else becomes white."),
+                              tooltip="Optional mask of the person to keep, 1 = keep (from any segmentation "
+                                      "node); everything else becomes white. Load Image's MASK is 1 where the "
+                                      "picture is transparent: pass it through Invert Mask first."),
                 io.Mask.Input("face_mask", optional=True,
                               tooltip="Optional mask marking the face; its bounding box replaces "
                                       "automatic face detection."),

@@ -11,7 +11,7 @@ from comfy_api.latest import io
 from . import manifest
 from .adapter import SUPPORTED_EXT, AdapterError, load_adapter_file
 from .standin import make_adapter_patcher
-from .types import CATEGORY, NODE_PREFIX, AdapterSocket, IdentityAdapter
+from .objects import CATEGORY, NODE_PREFIX, AdapterSocket, IdentityAdapter
 
 log = logging.getLogger(__name__)
 

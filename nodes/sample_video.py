@@ -13,7 +13,7 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from .types import CATEGORY, NODE_PREFIX
+from .objects import CATEGORY, NODE_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -220,3 +220,17 @@ def test_dry_run_lists_missing_files_of_a_shipped_workflow(tmp_path, capsys):
         assert f"{name}: missing" in out
     assert "Stand-In_wan2.1_T2V_14B.ckpt" not in out
     assert not os.listdir(tmp_path)
+
+
+def test_shipped_manifest_is_valid_and_matches_the_face_detector():
+    import conftest
+    face = conftest.pack_module("face")
+    files = dw.load_manifest(dw.DEFAULT_MANIFEST)
+    by_name = {f["name"]: f for f in files}
+    yunet = face.yunet_manifest_entry()
+    assert {k: by_name[yunet["name"]][k] for k in yunet} == yunet
+    adapters = [f for f in files if f["kind"] == "standin_adapter"]
+    assert {f["name"] for f in adapters} == {"Stand-In_wan2.1_T2V_14B.ckpt", "Stand-In_wan2.2_T2V_A14B_high.ckpt",
+                                             "Stand-In_wan2.2_T2V_A14B_low.ckpt"}
+    assert all(f["structure"] == {"blocks": 40, "dim": 5120, "rank": 128} for f in adapters)
+    assert all(f["url"].startswith("https://") for f in files)

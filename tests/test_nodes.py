@@ -25,7 +25,7 @@ def env(tmp_path_factory):
     models = str(tmp_path_factory.mktemp("models"))
     written = tiny_models.write_all(models)
     pack_nodes = {name: conftest.pack_module(name) for name in
-                  ("load_adapter", "encode_reference", "apply_identity", "sample_video", "types")}
+                  ("load_adapter", "encode_reference", "apply_identity", "sample_video", "objects")}
     folder_paths.add_model_folder_path("standin", os.path.join(models, "standin"))
     pack_nodes["load_adapter"].register_model_folder()
     model = comfy.sd.load_diffusion_model(written[tiny_models.TINY_DIT], model_options={"dtype": torch.float32})
@@ -132,7 +132,7 @@ def test_identity_from_another_vae_is_refused(env, tmp_path):
         tiny_models.write_all(str(tmp_path))[tiny_models.TINY_TAESD]))
     with pytest.raises(ValueError, match="must be encoded with the Wan 2.1 VAE.*TAESD VAE \\(4-channel latents\\)"):
         env["encode_reference"].EncodeReferenceFace.execute(env["preview"], taesd)
-    types = env["types"]
+    types = env["objects"]
     wrong = types.Identity(latent=torch.zeros(1, 48, 1, 32, 32), image=env["preview"], vae_kind="wan2.2",
                            latent_channels=48)
     with pytest.raises(ValueError, match="48-channel latents.*Re-encode the reference with the Wan 2.1 VAE"):
