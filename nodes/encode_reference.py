@@ -44,6 +44,23 @@ def to_uint8_levels(image: np.ndarray) -> np.ndarray:
     return (np.clip(np.round(image * 255.0), 0, 255) / 255.0).astype(np.float32)
 
 
+MAX_PIXELS = 64 * 2**20  # a 64 MP photo; a face needs a few hundred pixels of it
+
+
+def limit_size(photo: torch.Tensor):
+    """Very large photos are scaled down (area) before preparation rather than refused:
+    the 512x512 reference is made from a crop around the face either way."""
+    h, w = photo.shape[0], photo.shape[1]
+    if h * w <= MAX_PIXELS:
+        return photo, None
+    scale = (MAX_PIXELS / (h * w)) ** 0.5
+    nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
+    small = torch.nn.functional.interpolate(photo.movedim(-1, 0).unsqueeze(0).float(), size=(nh, nw),
+                                            mode="area")[0].movedim(0, -1)
+    return small, (f"The reference photo is {w}x{h} ({h * w / 1e6:.0f} MP); it was scaled down to "
+                   f"{nw}x{nh} before preparation.")
+
+
 class EncodeReferenceFace(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -85,21 +102,31 @@ class EncodeReferenceFace(io.ComfyNode):
     def execute(cls, image, vae, detector="auto", white_background=True, subject_mask=None,
                 face_mask=None) -> io.NodeOutput:
         check_wan21_vae(vae)
-        if image is None or image.ndim != 4 or image.shape[0] == 0:
+        if image is None or image.ndim != 4 or image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
             raise ValueError("Encode Reference Face got no image: connect a photo (IMAGE) of the person.")
         notes = []
         if image.shape[0] > 1:
             notes.append(f"The image input holds {image.shape[0]} images; only the first is used "
                          f"(one identity per model).")
+        photo = image[0]
+        if not torch.isfinite(photo).all():
+            raise ValueError("The reference image contains NaN or infinite pixel values: a node before "
+                             "Encode Reference Face produced invalid pixels. Check that node.")
+        photo, note = limit_size(photo)
+        if note:
+            notes.append(note)
 
         def first(mask):
             if mask is None:
                 return None
-            m = mask if mask.ndim == 3 else mask.unsqueeze(0)
-            return m[0].detach().float().cpu().numpy()
+            m = (mask if mask.ndim == 3 else mask.unsqueeze(0))[0].detach().float()
+            if note and tuple(m.shape) == tuple(image.shape[1:3]):
+                # The photo was scaled down: scale its masks with it.
+                m = torch.nn.functional.interpolate(m[None, None], size=tuple(photo.shape[:2]), mode="area")[0, 0]
+            return m.cpu().numpy()
 
         prepared = face.prepare_reference(
-            image[0].detach().float().cpu().numpy(), subject_mask=first(subject_mask),
+            photo.detach().float().cpu().numpy(), subject_mask=first(subject_mask),
             face_mask=first(face_mask), detector=detector, white_background=white_background,
             model_dirs=folder_paths.get_folder_paths(FOLDER))
         notes += list(prepared.warnings)

@@ -147,3 +147,70 @@ def test_load_adapter_validation(env):
     missing = node.validate_inputs("Stand-In_wan2.2_T2V_A14B_low.ckpt")
     assert "huggingface.co/BowenXue/Stand-In/resolve/main/Stand-In_wan2.2_T2V_A14B_low.ckpt" in missing
     assert "models/standin" in missing
+
+
+# ------------------------------------------------------------------------------------
+# Hostile inputs
+# ------------------------------------------------------------------------------------
+
+def encode(env, image, **kw):
+    return env["encode_reference"].EncodeReferenceFace.execute(image, env["vae"], **kw)
+
+
+def test_tiny_and_huge_photos(env):
+    identity, preview = encode(env, torch.rand(1, 1, 1, 3)).args
+    assert preview.shape == (1, 512, 512, 3) and identity.latent.shape == (1, 16, 1, 64, 64)
+    # 9000x8000 = 72 MP, a view without memory behind it: scaled down, not refused, and said so.
+    huge = torch.full((1, 1, 1, 3), 0.5).expand(1, 8000, 9000, 3)
+    identity, preview = encode(env, huge, detector="none").args
+    assert preview.shape == (1, 512, 512, 3)
+    assert any("scaled down to" in w for w in identity.warnings)
+
+
+def test_bad_pixels_and_empty_batches_are_refused(env):
+    nan = torch.rand(1, 64, 64, 3)
+    nan[0, 3, 3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite pixel values"):
+        encode(env, nan)
+    with pytest.raises(ValueError, match="got no image"):
+        encode(env, torch.zeros(0, 64, 64, 3))
+
+
+def test_batch_uses_the_first_image_and_says_so(env):
+    from skimage import data
+    photo = torch.from_numpy(data.astronaut().astype(np.float32) / 255.0).unsqueeze(0)
+    batch = torch.cat([photo, torch.rand_like(photo)])
+    identity, preview = encode(env, batch).args
+    assert torch.equal(preview, env["preview"])
+    assert any("only the first is used" in w for w in identity.warnings)
+
+
+def test_mask_of_another_shape_is_refused_with_a_reason(env):
+    with pytest.raises(ValueError, match="mask"):
+        encode(env, env["preview"], subject_mask=torch.ones(1, 100, 300))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn])
+def test_low_precision_adapters_are_accepted_and_computed_in_float32(env, dtype, tmp_path):
+    adapter_mod = conftest.pack_module("adapter")
+    sd = safetensors_load(os.path.join(os.path.dirname(tiny_models.write_all(str(tmp_path))[tiny_models.TINY_ADAPTER])),
+                          tiny_models.TINY_ADAPTER)
+    low = adapter_mod.StandInAdapter.from_state_dict({k: v.to(dtype) for k, v in sd.items()})
+    assert low.spec.dtype == dtype
+    x = torch.randn(1, 4, 256)
+    got = low.lora(0).q_loras(x)
+    want = x @ sd["blocks.0.self_attn.q_loras.down.weight"].to(dtype).float().T @ sd["blocks.0.self_attn.q_loras.up.weight"].to(dtype).float().T
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    standin = conftest.pack_module("standin")
+    patched = standin.apply_standin(env["model"], low, env["model"].model.process_latent_in(env["identity"].latent))
+    full = apply(env)
+    out_low, out_full = ksampler(env, patched), ksampler(env, full)
+    assert torch.isfinite(out_low).all()
+    # Quantised weights move the result a little, never far (fp8 keeps ~2 significant digits).
+    relative = float((out_low - out_full).abs().max() / out_full.abs().max())
+    assert 0 < relative < (0.1 if dtype == torch.float8_e4m3fn else 0.01)
+
+
+def safetensors_load(folder, name):
+    import safetensors.torch
+    return safetensors.torch.load_file(os.path.join(folder, name))
