@@ -218,3 +218,55 @@ def test_identity_from_another_vae_is_a_clear_execution_error(server):
     assert node == "8"
     assert "must be encoded with the Wan 2.1 VAE" in message and "TAESD" in message
     assert server.get("/system_stats")
+
+
+def test_random_interrupts_free_and_unload_leave_later_prompts_exact(server):
+    """/interrupt at random steps of Sample Video and of KSampler on a patched model, /free
+    between prompts, models unloaded mid-queue: every later prompt still gives exactly what it
+    gives run alone."""
+    import random
+    rng = random.Random(2024)
+    checks = {"face": tiny("standin_wan21_t2v_ksampler", seed=31, save_latent_prefix="int/face"),
+              "cat": tiny("standin_wan21_t2v_sample_video", image=CAT, seed=32, save_latent_prefix="int/cat")}
+    expected = {}
+    for key, prompt in checks.items():
+        server.free()
+        expected[key] = read_latent(server, server.run(prompt))
+
+    seen = []
+    for round_ in range(4):
+        graph = ("standin_wan21_t2v_sample_video", "standin_wan21_t2v_ksampler")[round_ % 2]
+        long = tiny(graph, image=(FACE, CAT)[round_ // 2], seed=50 + round_, steps=40)
+        at = rng.randint(1, 30)
+        _, events = server.interrupt_when_running(long, node_id="13", after_progress=at)
+        kinds = [e["type"] for e in events]
+        assert "execution_interrupted" in kinds, (graph, at, kinds)
+        seen.append((graph.split("_")[-1], at))
+        if round_ == 1:
+            server.free()
+        for key in ("cat", "face") if round_ % 2 else ("face", "cat"):
+            assert torch.equal(read_latent(server, server.run(checks[key])), expected[key]), (round_, key)
+
+    # Unload the models while a prompt runs; the next one must load them again and match.
+    first = server.queue(checks["face"])
+    server.post("/free", {"unload_models": True})
+    second = server.queue(checks["cat"])
+    assert torch.equal(read_latent(server, server.wait(first)), expected["face"])
+    assert torch.equal(read_latent(server, server.wait(second)), expected["cat"])
+    assert len(seen) == 4
+
+
+def test_soak_forty_prompts(tmp_path):
+    """tests/soak.py 40 against a server of its own: results equal the prompts run alone, no
+    reference K/V outlives a prompt, memory and the pack's tensors do not grow."""
+    import subprocess
+    import sys
+    soak = os.path.join(os.path.dirname(os.path.abspath(__file__)), "soak.py")
+    proc = subprocess.run([sys.executable, soak, "40", "--keep", str(tmp_path / "soak")],
+                          capture_output=True, text=True, timeout=3000)
+    last = proc.stdout.strip().splitlines()[-1]
+    print(proc.stdout[-3000:])
+    assert last.startswith("soak: prompts=40 mismatches=0 "), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    fields = dict(item.split("=") for item in last.split()[1:])
+    assert float(fields["rss_growth_mb"]) <= 64 and int(fields["live_tensors_growth"]) <= 0

@@ -132,8 +132,15 @@ class ComfyServer:
         return self.wait(self.queue(prompt), timeout)
 
     def free(self) -> None:
-        """Drop ComfyUI's cached node outputs and loaded models, so the next prompt runs from scratch."""
+        """Drop ComfyUI's cached node outputs and loaded models, so the next prompt runs from scratch.
+
+        ComfyUI's worker reads the /free flags after each prompt; when it is idle it may not
+        see them until it has run the next prompt. A small prompt run right after makes sure
+        the flags are applied before anything else is queued."""
         self.post("/free", {"unload_models": True, "free_memory": True})
+        if not self.test_nodes:
+            raise RuntimeError("free() needs the test nodes (ComfyServer(test_nodes=True))")
+        self.run({"1": {"class_type": "StandInTest_PackStats", "inputs": {"label": "free"}}})
 
     # -- websocket ------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@
 writes into MODELS_DIR (a ComfyUI models folder):
   diffusion_models/standin_tiny_wan21_t2v.safetensors   Wan 2.1 T2V DiT, dim 256, 2 blocks (original Wan keys)
   standin/standin_tiny_adapter.safetensors              Stand-In adapter for it (official key names)
-  vae/standin_tiny_wan21_vae.safetensors                Wan 2.1 VAE, width 4 (16-channel latents)
+  vae/standin_tiny_wan21_vae.safetensors                Wan 2.1 VAE, width 1 (16-channel latents)
   vae/standin_tiny_taesd.safetensors                    a TAESD VAE (4-channel latents): the "wrong VAE"
 They produce noise-like videos: they exist to run the real graph end to end, not to make art.
 Weights are seeded, so every run writes the same files.
@@ -71,7 +71,7 @@ def tiny_adapter_state_dict(seed=99, dim=DIT_DIM, layers=DIT_LAYERS, rank=32):
     return sd
 
 
-def tiny_wan_vae_state_dict(seed=7, dim=4):
+def tiny_wan_vae_state_dict(seed=7, dim=1):
     import torch
     import comfy.ldm.wan.vae
     vae = comfy.ldm.wan.vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
@@ -106,9 +106,13 @@ def write_all(models_dir: str) -> dict:
     written = {}
     for (folder, name), make in targets.items():
         path = os.path.join(models_dir, folder, name)
-        if not os.path.isfile(path):
+        data = safetensors.torch.save(make())
+        # Rewritten only when the recipe changed, so a server that has the file open is not
+        # disturbed by a second call.
+        if not os.path.isfile(path) or os.path.getsize(path) != len(data) or open(path, "rb").read() != data:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            safetensors.torch.save_file(make(), path + ".tmp")
+            with open(path + ".tmp", "wb") as f:
+                f.write(data)
             os.replace(path + ".tmp", path)
         written[name] = path
     return written

@@ -28,3 +28,71 @@ class TextToTestConditioning:
 
 NODE_CLASS_MAPPINGS = {"StandInTest_TextToConditioning": TextToTestConditioning}
 NODE_DISPLAY_NAME_MAPPINGS = {"StandInTest_TextToConditioning": "Text to Test Conditioning (Stand-In tests)"}
+
+
+class PackStats:
+    """What the server process holds right now: the Stand-In pack's objects and the tensors
+    they keep alive (adapters, identities, patches, per-generation reference K/V caches).
+
+    Tensors are counted through the pack's own objects because the garbage collector does
+    not track tensors (nor the dicts that only hold tensors)."""
+
+    PACK_CLASSES = {"StandInAdapter", "IdentityAdapter", "Identity", "StandInPatch", "StandInBlockPatch",
+                    "RunCache", "ReferenceKV", "CallState"}
+    PER_GENERATION = {"RunCache", "ReferenceKV", "CallState"}
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"label": ("STRING", {"default": ""})},
+                "optional": {"after": ("*", {"tooltip": "Anything: the probe runs once it is computed."})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "stats"
+    OUTPUT_NODE = True
+    CATEGORY = "Stand-In/testing"
+
+    @classmethod
+    def IS_CHANGED(cls, label, after=None):
+        return float("nan")  # never cached: every call measures
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_types=None, **kwargs):
+        return True  # "after" takes any type
+
+    @staticmethod
+    def _tensors(obj, seen, out, depth=0):
+        if depth > 6 or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            out.add(id(obj))
+        elif isinstance(obj, torch.nn.Module):
+            for t in list(obj.parameters()) + list(obj.buffers()):
+                out.add(id(t))
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                PackStats._tensors(v, seen, out, depth + 1)
+        elif isinstance(obj, (list, tuple, set)):
+            for v in obj:
+                PackStats._tensors(v, seen, out, depth + 1)
+        elif hasattr(obj, "__dict__") and "standin" in type(obj).__module__:
+            for v in vars(obj).values():
+                PackStats._tensors(v, seen, out, depth + 1)
+
+    def stats(self, label, after=None):
+        import gc
+        import json
+        gc.collect()
+        counts, tensors, seen = {}, set(), set()
+        for obj in gc.get_objects():
+            kind = type(obj)
+            if kind.__name__ in self.PACK_CLASSES and "standin" in kind.__module__:
+                counts[kind.__name__] = counts.get(kind.__name__, 0) + 1
+                self._tensors(obj, seen, tensors)
+        report = {"label": label, "pack_tensors": len(tensors), "pack_objects": counts,
+                  "per_generation_objects": {k: v for k, v in counts.items() if k in self.PER_GENERATION}}
+        return {"ui": {"text": [json.dumps(report)]}}
+
+
+NODE_CLASS_MAPPINGS["StandInTest_PackStats"] = PackStats
+NODE_DISPLAY_NAME_MAPPINGS["StandInTest_PackStats"] = "Pack Stats (Stand-In tests)"

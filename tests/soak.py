@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Soak: many prompts through one real ComfyUI server; nothing leaks, nothing is reused.
+
+    python tests/soak.py N [--keep DIR]
+
+Starts a server (tiny models), queues N Stand-In prompts back to back through POST /prompt
+with alternating references (a face, a cat), resolutions, seeds and both example graphs
+(KSampler and Sample Video), and after each one a probe prompt that reports the server's
+live tensors and the pack's per-generation objects. Then runs every one of the N prompts
+again alone (after /free, so from scratch) and compares the sampled latents exactly. Prints a
+line per prompt and ends with
+
+    soak: prompts=N mismatches=M rss_growth_mb=X live_tensors_growth=Y
+
+RSS and tensor growth are measured from the first probe after warm-up to the last probe of
+the same phase of the rotation (so the same configuration is compared with itself). Exit
+status 1 if any result differs, any reference K/V outlived its prompt, or growth exceeds the
+--max-* bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, HERE)
+
+import comfyhost  # noqa: E402
+import tiny_models  # noqa: E402
+import workflows  # noqa: E402
+from comfy_server import ComfyServer  # noqa: E402
+
+FACE, CAT = "soak_face.png", "soak_cat.png"
+SIZES = [(64, 64, 5), (80, 48, 5), (48, 96, 9)]
+GRAPHS = ["standin_wan21_t2v_sample_video", "standin_wan21_t2v_ksampler"]
+ROTATION = 12  # lcm of the alternations below: references 2, sizes 3, graphs 2 (x2 for phase)
+
+
+def configuration(i: int) -> dict:
+    width, height, length = SIZES[i % len(SIZES)]
+    return {"graph": GRAPHS[(i // 2) % len(GRAPHS)], "image": FACE if i % 2 == 0 else CAT,
+            "width": width, "height": height, "length": length, "seed": 1000 + i}
+
+
+def prompt_for(i: int, probe: bool = True) -> dict:
+    c = configuration(i)
+    p = tiny_models.tiny_variant(workflows.load_api(c["graph"]), dit=tiny_models.TINY_DIT,
+                                 adapter=tiny_models.TINY_ADAPTER, vae=tiny_models.TINY_VAE,
+                                 image=c["image"], width=c["width"], height=c["height"],
+                                 length=c["length"], steps=2, seed=c["seed"],
+                                 save_latent_prefix=f"soak/p{i:03d}")
+    if probe:
+        # Measured inside the prompt, once sampling is over: what the pack still holds while
+        # ComfyUI's cache keeps this prompt's outputs (the identity, the patched model).
+        sampler = p["90"]["inputs"]["samples"][0]
+        p["91"] = {"class_type": "StandInTest_PackStats", "inputs": {"label": f"after {i}", "after": [sampler, 0]}}
+    return p
+
+
+def probe_alone(label: str) -> dict:
+    return {"1": {"class_type": "StandInTest_PackStats", "inputs": {"label": label}}}
+
+
+def probe_result(entry: dict, node: str) -> dict:
+    return json.loads(entry["outputs"][node]["text"][0])
+
+
+def latent_of(server: ComfyServer, entry: dict):
+    import safetensors.torch
+    for out in entry["outputs"].values():
+        for item in out.get("latents", []):
+            path = os.path.join(server.base_dir, item.get("type", "output"), item.get("subfolder", ""), item["filename"])
+            return safetensors.torch.load_file(path)["latent_tensor"]
+    raise RuntimeError(f"no latent saved: {json.dumps(entry['outputs'])[:500]}")
+
+
+def rss_mb(server: ComfyServer) -> float:
+    import psutil
+    return psutil.Process(server.proc.pid).memory_info().rss / 2**20
+
+
+def prepare(base: str) -> None:
+    from PIL import Image
+    from skimage import data
+    comfyhost.setup_comfy(cpu=True)
+    tiny_models.write_all(os.path.join(base, "models"))
+    os.makedirs(os.path.join(base, "input"), exist_ok=True)
+    Image.fromarray(data.astronaut()).save(os.path.join(base, "input", FACE))
+    Image.fromarray(data.chelsea()).save(os.path.join(base, "input", CAT))
+
+
+def run(n: int, base: str, max_rss_mb: float, max_tensors: int, log=print) -> dict:
+    prepare(base)
+    server = ComfyServer(base, test_nodes=True).start()
+    try:
+        started = time.time()
+        ids = [server.queue(prompt_for(i)) for i in range(n)]
+        queued, probes, rss = [], [], []
+        for i, pid in enumerate(ids):
+            entry = server.wait(pid)
+            if entry["status"]["status_str"] != "success":
+                raise RuntimeError(f"prompt {i} failed: {entry['status']}")
+            queued.append(latent_of(server, entry))
+            probes.append(probe_result(entry, "91"))
+            rss.append(rss_mb(server))
+            c = configuration(i)
+            graph = "SampleVideo" if "sample_video" in c["graph"] else "KSampler"
+            log(f"prompt {i:3d} {graph:>11} {os.path.splitext(c['image'])[0][5:]:>4} "
+                f"{c['width']}x{c['height']}x{c['length']} seed {c['seed']}: rss {rss[-1]:.0f} MB, "
+                f"pack tensors {probes[-1]['pack_tensors']}, K/V objects {probes[-1]['per_generation_objects'] or 0}")
+        queue_s = time.time() - started
+        # A prompt of its own makes ComfyUI drop the previous prompt's cached outputs: then
+        # nothing of the pack may remain.
+        released = probe_result(server.run(probe_alone("released")), "1")
+        log(f"after the queue, cache dropped: pack objects {released['pack_objects'] or 0}, "
+            f"pack tensors {released['pack_tensors']}")
+
+        mismatches = 0
+        for i in range(n):
+            server.free()
+            alone = latent_of(server, server.run(prompt_for(i, probe=False)))
+            if alone.shape != queued[i].shape or not bool((alone == queued[i]).all()):
+                mismatches += 1
+                log(f"prompt {i}: MISMATCH with the same prompt run alone")
+        leaked = [i for i, p in enumerate(probes) if p["per_generation_objects"]]
+
+        warm = min(ROTATION, n - 1)
+        last = warm + ((n - 1 - warm) // ROTATION) * ROTATION
+        result = {
+            "prompts": n, "mismatches": mismatches, "leaked_kv_after": leaked,
+            "held_after_cache_dropped": released["pack_tensors"],
+            "rss_growth_mb": rss[last] - rss[warm], "live_tensors_growth": probes[last]["pack_tensors"] - probes[warm]["pack_tensors"],
+            "rss_mb": [round(r) for r in rss], "live_tensors": [p["pack_tensors"] for p in probes],
+            "compared_probes": (warm, last), "queue_seconds": round(queue_s, 1),
+        }
+        result["ok"] = (mismatches == 0 and not leaked and released["pack_tensors"] == 0
+                        and not released["pack_objects"] and result["rss_growth_mb"] <= max_rss_mb
+                        and result["live_tensors_growth"] <= max_tensors)
+        return result
+    finally:
+        server.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("n", type=int, help="number of prompts (40 or more for the real soak)")
+    parser.add_argument("--keep", help="base directory to use and keep (default: a temporary one)")
+    parser.add_argument("--max-rss-growth-mb", type=float, default=64.0)
+    parser.add_argument("--max-live-tensor-growth", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.n < ROTATION + 1:
+        parser.error(f"use at least {ROTATION + 1} prompts (growth is measured after a warm-up rotation)")
+    base = args.keep or tempfile.mkdtemp(prefix="standin-soak-")
+    result = run(args.n, base, args.max_rss_growth_mb, args.max_live_tensor_growth)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("rss_mb", "live_tensors")}))
+    print(f"rss_mb per prompt: {result['rss_mb']}")
+    print(f"tensors held by the pack per prompt: {result['live_tensors']}")
+    print(f"soak: prompts={result['prompts']} mismatches={result['mismatches']} "
+          f"rss_growth_mb={result['rss_growth_mb']:.1f} live_tensors_growth={result['live_tensors_growth']}")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
