@@ -214,3 +214,31 @@ def test_low_precision_adapters_are_accepted_and_computed_in_float32(env, dtype,
 def safetensors_load(folder, name):
     import safetensors.torch
     return safetensors.torch.load_file(os.path.join(folder, name))
+
+
+def test_adapter_folder_keeps_what_extra_model_paths_yaml_configured(tmp_path, monkeypatch):
+    """extra_model_paths.yaml is read before custom nodes load; registering the pack's folder
+    keeps the user's folder first and adds models/standin after it."""
+    import copy as copy_mod
+    import importlib.util
+    import comfyhost
+    # Loaded by path: ComfyUI's comfy/ folder lands on sys.path during the tests and its
+    # comfy/utils.py would shadow the top-level utils package.
+    spec = importlib.util.spec_from_file_location(
+        "standin_test_extra_config", os.path.join(comfyhost.find_comfyui(), "utils", "extra_config.py"))
+    extra_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extra_config)
+    monkeypatch.setattr(folder_paths, "folder_names_and_paths", copy_mod.deepcopy(folder_paths.folder_names_and_paths))
+    folder_paths.folder_names_and_paths.pop("standin", None)
+    mine = tmp_path / "my_adapters"
+    mine.mkdir()
+    (mine / "from_yaml.safetensors").write_bytes(b"")
+    yaml_path = tmp_path / "extra_model_paths.yaml"
+    yaml_path.write_text(f"mine:\n    base_path: {tmp_path}\n    standin: my_adapters\n")
+    extra_config.load_extra_path_config(str(yaml_path))
+    load_adapter = conftest.pack_module("load_adapter")
+    load_adapter.register_model_folder()
+    load_adapter.register_model_folder()  # idempotent
+    paths = folder_paths.get_folder_paths("standin")
+    assert paths == [str(mine), os.path.join(folder_paths.models_dir, "standin")]
+    assert "from_yaml.safetensors" in folder_paths.get_filename_list("standin")
