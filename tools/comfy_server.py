@@ -144,33 +144,43 @@ class ComfyServer:
 
     # -- websocket ------------------------------------------------------------------------
 
-    def interrupt_when_running(self, prompt: dict, node_id: str, after_progress: int = 2,
-                               timeout: float = 600.0) -> tuple[str, list]:
-        """Queue ``prompt``, wait until node ``node_id`` has reported ``after_progress`` steps,
-        POST /interrupt, and return (prompt_id, websocket events seen until the prompt ended)."""
-        return asyncio.run(self._interrupt(prompt, node_id, after_progress, timeout))
+    END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
-    async def _interrupt(self, prompt, node_id, after_progress, timeout):
+    async def follow(self, prompt: dict, on_event=None, timeout: float = 3600.0) -> tuple[str, dict]:
+        """Queue ``prompt`` with the websocket open, call ``await on_event(event, session)`` for
+        each of its events, and return (prompt_id, the event that ended it)."""
         import aiohttp
-        events = []
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}") as ws:
                 prompt_id = await asyncio.get_running_loop().run_in_executor(None, self.queue, prompt)
-                interrupted_sent = False
                 deadline = time.time() + timeout
                 while time.time() < deadline:
                     msg = await ws.receive(timeout=max(1.0, deadline - time.time()))
                     if msg.type != aiohttp.WSMsgType.TEXT:
                         continue
                     event = json.loads(msg.data)
-                    data = event.get("data", {})
-                    if data.get("prompt_id") not in (None, prompt_id):
+                    if event.get("data", {}).get("prompt_id") not in (None, prompt_id):
                         continue
-                    events.append(event)
-                    if (not interrupted_sent and event["type"] == "progress" and data.get("node") == node_id
-                            and data.get("value", 0) >= after_progress):
-                        await session.post(f"{self.url}/interrupt", json={})
-                        interrupted_sent = True
-                    if event["type"] in ("execution_interrupted", "execution_error", "execution_success"):
-                        return prompt_id, events
-        raise TimeoutError("no end of execution seen on the websocket")
+                    if on_event is not None:
+                        await on_event(event, session)
+                    if event["type"] in self.END_EVENTS:
+                        return prompt_id, event
+        raise TimeoutError(f"no end of execution seen on the websocket within {timeout:.0f} s")
+
+    def interrupt_when_running(self, prompt: dict, node_id: str, after_progress: int = 2,
+                               timeout: float = 600.0) -> tuple[str, list]:
+        """Queue ``prompt``, POST /interrupt once node ``node_id`` has reported
+        ``after_progress`` steps, and return (prompt_id, the prompt's websocket events)."""
+        events = []
+        sent = []
+
+        async def on_event(event, session):
+            events.append(event)
+            data = event.get("data", {})
+            if (not sent and event["type"] == "progress" and data.get("node") == node_id
+                    and data.get("value", 0) >= after_progress):
+                await session.post(f"{self.url}/interrupt", json={})
+                sent.append(data["value"])
+
+        prompt_id, _ = asyncio.run(self.follow(prompt, on_event, timeout))
+        return prompt_id, events

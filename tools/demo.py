@@ -67,31 +67,20 @@ def reference_photo(path: str) -> None:
     Image.fromarray(data.astronaut()).save(path)
 
 
-async def follow(server: ComfyServer, prompt: dict) -> tuple[str, dict]:
-    """Queue the prompt and print its progress from the websocket until it ends."""
-    import aiohttp
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"ws://127.0.0.1:{server.port}/ws?clientId={server.client_id}") as ws:
-            prompt_id = await asyncio.get_running_loop().run_in_executor(None, server.queue, prompt)
-            say(f"queued prompt {prompt_id} (POST /prompt)")
-            last = None
-            while True:
-                msg = await ws.receive(timeout=3600)
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                event = json.loads(msg.data)
-                data = event.get("data", {})
-                if data.get("prompt_id") not in (None, prompt_id):
-                    continue
-                kind = event["type"]
-                if kind == "executing" and data.get("node") and data["node"] != last:
-                    last = data["node"]
-                    say(f"running node {last} ({prompt[last]['class_type']})")
-                elif kind == "progress":
-                    end = "" if sys.stdout.isatty() and data["value"] < data["max"] else "\n"
-                    print(f"\r[demo]   step {data['value']}/{data['max']}", end=end, flush=True)
-                elif kind in ("execution_success", "execution_error", "execution_interrupted"):
-                    return prompt_id, event
+def progress_printer(prompt: dict):
+    """Prints which node runs and the sampling steps, from the prompt's websocket events."""
+    last = {"node": None}
+
+    async def on_event(event, session):
+        data = event.get("data", {})
+        if event["type"] == "executing" and data.get("node") and data["node"] != last["node"]:
+            last["node"] = data["node"]
+            say(f"running node {data['node']} ({prompt[data['node']]['class_type']})")
+        elif event["type"] == "progress":
+            end = "" if sys.stdout.isatty() and data["value"] < data["max"] else "\n"
+            print(f"\r[demo]   step {data['value']}/{data['max']}", end=end, flush=True)
+
+    return on_event
 
 
 def main(argv=None) -> int:
@@ -138,7 +127,8 @@ def main(argv=None) -> int:
     server.start()
     try:
         say(f"ComfyUI ready in {time.time() - started:.1f} s")
-        prompt_id, final = asyncio.run(follow(server, prompt))
+        say("queueing the workflow (POST /prompt), following it over the websocket")
+        prompt_id, final = asyncio.run(server.follow(prompt, progress_printer(prompt)))
         if final["type"] != "execution_success":
             say(f"the workflow ended with {final['type']}: {json.dumps(final.get('data'))[:2000]}")
             return 1

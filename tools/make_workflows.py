@@ -36,7 +36,7 @@ def link(node, slot=0):
     return [str(node), slot]
 
 
-def text_and_loaders(prompt, dit_nodes):
+def text_and_loaders(prompt):
     """Nodes shared by every example: text encoder, prompts, VAE, reference photo, identity."""
     prompt.update({
         "2": {"class_type": "CLIPLoader", "inputs": {
@@ -59,20 +59,37 @@ def save_video(prompt, images_from, prefix):
     })
 
 
-def wan21_ksampler():
-    p = {"1": {"class_type": "UNETLoader", "inputs": {
-        "unet_name": "wan2.1_t2v_14B_fp16.safetensors", "weight_dtype": "default"}}}
-    text_and_loaders(p, ["1"])
+def identity_model(p, first_id: int, unet: str, adapter: str) -> list:
+    """UNETLoader -> ModelSamplingSD3 (shift 5, as officially) -> Apply, with its adapter;
+    node ids first_id (loader), +6 (adapter), +9 (shift), +10 (apply). Returns Apply's output."""
+    loader, adapter_node, shift, apply_node = first_id, first_id + 6, first_id + 9, first_id + 10
     p.update({
-        "7": {"class_type": "StandIn_LoadIdentityAdapter", "inputs": {"adapter_name": "Stand-In_wan2.1_T2V_14B.ckpt"}},
-        "10": {"class_type": "ModelSamplingSD3", "inputs": {"model": link(1), "shift": 5.0}},
-        "11": {"class_type": "StandIn_ApplyRSACPM", "inputs": {
-            "model": link(10), "adapter": link(7), "identity": link(8),
+        str(loader): {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        str(adapter_node): {"class_type": "StandIn_LoadIdentityAdapter", "inputs": {"adapter_name": adapter}},
+        str(shift): {"class_type": "ModelSamplingSD3", "inputs": {"model": link(loader), "shift": 5.0}},
+        str(apply_node): {"class_type": "StandIn_ApplyRSACPM", "inputs": {
+            "model": link(shift), "adapter": link(adapter_node), "identity": link(8),
             "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
+    })
+    return link(apply_node)
+
+
+def sample_video_node(model, **extra):
+    return {"class_type": "StandIn_SampleVideo", "inputs": {
+        "model": model, "positive": link(3), "negative": link(4), "width": 832, "height": 480,
+        "length": 81, "batch_size": 1, "seed": 0, "steps": 20, "cfg": 5.0, "sampler_name": "euler",
+        "scheduler": "simple", "denoise": 1.0, **extra, "vae": link(5)}}
+
+
+def wan21_ksampler():
+    p = {}
+    text_and_loaders(p)
+    model = identity_model(p, 1, "wan2.1_t2v_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    p.update({
         "12": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {
             "width": 832, "height": 480, "length": 81, "batch_size": 1}},
         "13": {"class_type": "KSampler", "inputs": {
-            "model": link(11), "seed": 0, "steps": 20, "cfg": 5.0, "sampler_name": "euler",
+            "model": model, "seed": 0, "steps": 20, "cfg": 5.0, "sampler_name": "euler",
             "scheduler": "simple", "positive": link(3), "negative": link(4), "latent_image": link(12),
             "denoise": 1.0}},
         "14": {"class_type": "VAEDecode", "inputs": {"samples": link(13), "vae": link(5)}},
@@ -82,49 +99,20 @@ def wan21_ksampler():
 
 
 def wan21_sample_video():
-    p = {"1": {"class_type": "UNETLoader", "inputs": {
-        "unet_name": "wan2.1_t2v_14B_fp16.safetensors", "weight_dtype": "default"}}}
-    text_and_loaders(p, ["1"])
-    p.update({
-        "7": {"class_type": "StandIn_LoadIdentityAdapter", "inputs": {"adapter_name": "Stand-In_wan2.1_T2V_14B.ckpt"}},
-        "10": {"class_type": "ModelSamplingSD3", "inputs": {"model": link(1), "shift": 5.0}},
-        "11": {"class_type": "StandIn_ApplyRSACPM", "inputs": {
-            "model": link(10), "adapter": link(7), "identity": link(8),
-            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
-        "13": {"class_type": "StandIn_SampleVideo", "inputs": {
-            "model": link(11), "positive": link(3), "negative": link(4), "width": 832, "height": 480,
-            "length": 81, "batch_size": 1, "seed": 0, "steps": 20, "cfg": 5.0, "sampler_name": "euler",
-            "scheduler": "simple", "denoise": 1.0, "vae": link(5)}},
-    })
+    p = {}
+    text_and_loaders(p)
+    model = identity_model(p, 1, "wan2.1_t2v_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    p["13"] = sample_video_node(model)
     save_video(p, link(13, 1), "standin/wan21_sample_video")
     return p
 
 
 def wan22_two_experts():
-    p = {
-        "1": {"class_type": "UNETLoader", "inputs": {
-            "unet_name": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "weight_dtype": "default"}},
-        "31": {"class_type": "UNETLoader", "inputs": {
-            "unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "weight_dtype": "default"}},
-    }
-    text_and_loaders(p, ["1", "31"])
-    p.update({
-        "7": {"class_type": "StandIn_LoadIdentityAdapter", "inputs": {"adapter_name": "Stand-In_wan2.2_T2V_A14B_high.ckpt"}},
-        "37": {"class_type": "StandIn_LoadIdentityAdapter", "inputs": {"adapter_name": "Stand-In_wan2.2_T2V_A14B_low.ckpt"}},
-        "10": {"class_type": "ModelSamplingSD3", "inputs": {"model": link(1), "shift": 5.0}},
-        "40": {"class_type": "ModelSamplingSD3", "inputs": {"model": link(31), "shift": 5.0}},
-        "11": {"class_type": "StandIn_ApplyRSACPM", "inputs": {
-            "model": link(10), "adapter": link(7), "identity": link(8),
-            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
-        "41": {"class_type": "StandIn_ApplyRSACPM", "inputs": {
-            "model": link(40), "adapter": link(37), "identity": link(8),
-            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
-        "13": {"class_type": "StandIn_SampleVideo", "inputs": {
-            "model": link(11), "positive": link(3), "negative": link(4), "width": 832, "height": 480,
-            "length": 81, "batch_size": 1, "seed": 0, "steps": 20, "cfg": 5.0, "sampler_name": "euler",
-            "scheduler": "simple", "denoise": 1.0, "model_2": link(41), "switch_boundary": 0.875,
-            "vae": link(5)}},
-    })
+    p = {}
+    text_and_loaders(p)
+    high = identity_model(p, 1, "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "Stand-In_wan2.2_T2V_A14B_high.ckpt")
+    low = identity_model(p, 31, "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "Stand-In_wan2.2_T2V_A14B_low.ckpt")
+    p["13"] = sample_video_node(high, model_2=low, switch_boundary=0.875)
     save_video(p, link(13, 1), "standin/wan22_two_experts")
     return p
 
@@ -254,6 +242,7 @@ def write(out_dir: str, object_info: dict) -> list[str]:
     written = []
     for name, (make, title) in WORKFLOWS.items():
         prompt = with_widget_defaults(make(), object_info)
+        prompt = {k: prompt[k] for k in sorted(prompt, key=int)}
         # API twins live in a subfolder: ComfyUI offers every top-level .json as a canvas template.
         os.makedirs(os.path.join(out_dir, "api"), exist_ok=True)
         api_path = os.path.join(out_dir, "api", f"{name}.json")
