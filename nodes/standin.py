@@ -22,6 +22,8 @@ call of a generation and reused for every step, for cond and uncond and any batc
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -154,15 +156,27 @@ def block_modulation(block, e: torch.Tensor, x: torch.Tensor):
     return [_repeat_rows(m, x) for m in (mod.unsqueeze(0) + e).unbind(2)]
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_transformer_options(fn) -> bool:
+    """ComfyUI's attention functions take transformer_options since 0.3.6x; older ones
+    would raise on the keyword."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "transformer_options" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def attention(q, k, v, heads, transformer_options, mask=None):
-    if mask is None:
-        # Looked up at call time: whatever attention Wan itself uses right now (the user's
-        # backend, or another node's replacement) is what Stand-In uses.
-        return wan_model.optimized_attention(q, k, v, heads=heads, transformer_options=transformer_options)
-    # An additive mask (identity strength != 1) is not honoured by every backend (sage
-    # attention ignores it), so this one case goes through PyTorch's SDPA, which does.
-    return comfy.ldm.modules.attention.attention_pytorch(q, k, v, heads, mask=mask,
-                                                         transformer_options=transformer_options)
+    # Looked up at call time: whatever attention Wan itself uses right now (the user's
+    # backend, or another node's replacement) is what Stand-In uses. An additive mask
+    # (identity strength other than 0 and 1) is not honoured by every backend (sage attention
+    # ignores it), so that one case goes through PyTorch's SDPA, which does.
+    fn = wan_model.optimized_attention if mask is None else comfy.ldm.modules.attention.attention_pytorch
+    kwargs = {"transformer_options": transformer_options} if _takes_transformer_options(fn) else {}
+    if mask is not None:
+        kwargs["mask"] = mask
+    return fn(q, k, v, heads, **kwargs)
 
 
 def reference_rope(dm, grid_h: int, grid_w: int, ref_h: int, ref_w: int, device) -> torch.Tensor:

@@ -248,3 +248,13 @@ def test_bad_window_and_strength(base, inputs, adapter, standin):
         standin.apply_standin(base, adapter, inputs["ip_latent"], start_percent=0.8, end_percent=0.2)
     with pytest.raises(standin.StandInError, match="strength"):
         standin.apply_standin(base, adapter, inputs["ip_latent"], strength=-1.0)
+
+
+def test_attention_keywords_follow_the_comfyui_version(standin):
+    import comfy.ldm.wan.model as wan_model
+
+    def before_0_3_6x(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False):
+        return q
+
+    assert standin._takes_transformer_options(wan_model.optimized_attention)
+    assert not standin._takes_transformer_options(before_0_3_6x)
