@@ -19,8 +19,10 @@ Timing: the sampler's callback stamps the end of every step; a step's time is th
 two stamps. The first ``--warmup`` steps of every sampling run are not timed (they hold the
 model load, the reference K/V build and first-call allocations). The variants are interleaved,
 one sampling run each per round, ``--rounds`` rounds in rotating order, in this one process, so
-machine noise falls on all of them alike. Reported: the median over all timed steps, its ratio
-to ``base``, and the median over rounds of each round's ratio ("paired").
+machine noise falls on all of them alike. Reported: the median over all timed steps and its
+ratio to ``base``; as checks, the median over rounds of each round's ratio ("paired"), the
+ratio of the fastest steps ("best": noise only ever adds time), the same medians in process
+CPU time, and the ratio of the arithmetic work ("FLOPs", the minimum any implementation pays).
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each variant's runs (exact,
 in-process). On the CPU the process's peak RSS (VmHWM) cannot be split between variants inside
@@ -94,6 +96,9 @@ def parse_args(argv=None):
     p.add_argument("--baseline-pack", metavar="DIR",
                    help="another copy of this pack: adds its patch as variant standin_before")
     p.add_argument("--no-mem", action="store_true", help="skip the per-variant peak-memory runs (CPU)")
+    p.add_argument("--malloc", choices=("heap", "default"), default="heap",
+                   help="CPU timing runs: heap (glibc keeps freed memory, as a GPU caching allocator "
+                        "does) or default (every large tensor is a fresh mmap, page-faulted again)")
     for name in OVERRIDES[:10]:
         p.add_argument(f"--{name.replace('_', '-')}", type=str if name == "dtype" else int,
                        help="override the preset (latent sizes; dtype fp32|bf16|fp16)")
@@ -117,7 +122,8 @@ def resolve_config(args):
     preset = args.preset if args.preset != "auto" else ("14b" if device == "cuda" else "cpu")
     c = dict(PRESETS[preset], preset=preset, device=device, cfg=args.cfg, strength=args.strength,
              attention=args.attention, cache_on_cpu=args.cache_on_cpu, sampler="euler",
-             scheduler="simple", baseline_pack=args.baseline_pack and os.path.abspath(args.baseline_pack))
+             scheduler="simple", malloc=args.malloc if device == "cpu" else None,
+             baseline_pack=args.baseline_pack and os.path.abspath(args.baseline_pack))
     for key in OVERRIDES:
         if getattr(args, key) is not None:
             c[key] = getattr(args, key)
@@ -236,8 +242,11 @@ def setup(c):
     ctx = torch.randn((2, c["text_tokens"], 4096), generator=g)
     latent = torch.zeros((1, 16, c["frames"], c["height"], c["width"]))
     noise = torch.randn(latent.shape, generator=g)
+    # What the blocks compute in: the weights' dtype, unless ComfyUI casts them on the fly
+    # (bf16 weights on a CPU run in fp32).
+    compute_dtype = base.model.manual_cast_dtype or base.model.get_dtype()
     return dict(torch=torch, models=models, builds=builds, current=current, ctx=ctx,
-                latent=latent, noise=noise, sync=sync, dtype=dtype)
+                latent=latent, noise=noise, sync=sync, dtype=dtype, compute_dtype=compute_dtype)
 
 
 def sample_once(env, c, variant, steps):
@@ -313,12 +322,28 @@ def describe_device(c, torch):
             f"{torch.get_num_threads()} thread(s) of {os.cpu_count()} cores, torch {torch.__version__}")
 
 
+def keep_freed_memory():
+    """glibc hands every tensor above 32 MB back to the OS when it is freed, so the next one
+    page-faults all its pages again: a quarter of a step's time went to the kernel, and its
+    noise with it. Served from a heap that keeps freed memory instead, the CPU reuses memory
+    as the CUDA caching allocator does. Timing only; the memory probes keep glibc's default."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def main(argv=None):
     args = parse_args(argv)
     c = resolve_config(args)
     if args.mem_probe:
         mem_probe(c, args.mem_probe)
         return 0
+    if c["malloc"] == "heap":
+        try:
+            if not keep_freed_memory():
+                c["malloc"] = "default (mallopt refused)"
+        except OSError:
+            c["malloc"] = "default (no glibc)"
     env = setup(c)
     torch = env["torch"]
     import comfy.ldm.modules.attention as attention_mod
@@ -352,13 +377,14 @@ def main(argv=None):
               + f"  ({time.perf_counter() - t_start:.0f}s elapsed)", flush=True)
 
     med = {v: statistics.median(times[v]) for v in variants}
+    best = {v: min(times[v]) for v in variants}  # noise only ever adds time
     cpu_med = {v: statistics.median(cpu_times[v]) for v in variants}
     paired = {v: statistics.median(a / b for a, b in zip(per_round[v], per_round["base"])) for v in variants}
     # The standin variant builds once per sampling run, the naive one at every model call.
     builds = {v: [b for b in env["builds"] if b["variant"] == v] for v in variants}
     kv = builds["standin"][0]
     kv_build_s = statistics.median(b["s"] for b in builds["standin"])
-    elem = torch.empty((), dtype=env["dtype"]).element_size()
+    elem = torch.empty((), dtype=env["compute_dtype"]).element_size()
     formula = 2 * c["blocks"] * c["ref_tokens"] * c["dim"] * elem
     flops = flop_model(c)
 
@@ -375,41 +401,45 @@ def main(argv=None):
         return "-" if x is None else f"{x / 2**20:,.1f} MiB"
 
     print()
-    print(f"device: {describe_device(c, torch)}; attention: {c['attention_fn']}; dtype {c['dtype']}")
+    print(f"device: {describe_device(c, torch)}; attention: {c['attention_fn']}; weights {c['dtype']}, "
+          f"compute {env['compute_dtype']}")
     print(f"shapes: dim {c['dim']}, {c['blocks']} blocks, {c['heads']} heads of 128, ffn {c['ffn_dim']}; "
           f"video {c['video_tokens']} tokens, reference {c['ref_tokens']} "
           f"(1:{c['video_tokens'] / c['ref_tokens']:.2f}), text {c['text_tokens']}; CFG {c['cfg']} "
           f"(cond + uncond in one batch); strength {c['strength']}")
-    print(f"{'variant':<15}{'s/step':>9}{'ratio':>8}{'paired':>8}{'cpu s/step':>11}{'ratio':>8}"
+    print(f"{'variant':<15}{'s/step':>9}{'ratio':>8}{'paired':>8}{'best':>8}{'cpu s/step':>11}{'ratio':>8}"
           f"{'FLOPs':>8}{'steps':>6}{'K/V builds':>11}  peak memory")
     for v in variants:
         mem = mib(peaks[v]["peak"])
         if peaks[v].get("before") is not None:
             mem += f" (+{mib(peaks[v]['peak'] - peaks[v]['before'])} over {mib(peaks[v]['before'])} before sampling)"
-        print(f"{v:<15}{med[v]:>9.4f}{med[v] / med['base']:>8.4f}{paired[v]:>8.4f}{cpu_med[v]:>11.4f}"
+        print(f"{v:<15}{med[v]:>9.4f}{med[v] / med['base']:>8.4f}{paired[v]:>8.4f}"
+              f"{best[v] / best['base']:>8.4f}{cpu_med[v]:>11.4f}"
               f"{cpu_med[v] / cpu_med['base']:>8.4f}{flops[v] / flops['base']:>8.4f}{len(times[v]):>6}"
               f"{len(builds[v]):>11}  {mem}")
     print(f"reference K/V build: {kv_build_s:.4f} s (median of {len(builds['standin'])}) = "
           f"{kv_build_s / med['base']:.4f} of a base step")
     print(f"cache: {kv['nbytes']:,} bytes, {kv['dtype']} on {kv['device']}; 2 x {c['blocks']} blocks x "
           f"{c['ref_tokens']} tokens x {c['dim']} x {elem} bytes = {formula:,} "
-          f"({'equal' if formula == kv['nbytes'] else 'DIFFERENT'})")
+          f"({'equal' if formula == kv['nbytes'] else 'DIFFERENT'}); compute dtype {env['compute_dtype']}")
     print(f"memory: {mem_method}")
     result = {
         "config": {k: c[k] for k in ("preset", "dim", "ffn_dim", "blocks", "heads", "video_tokens",
                                      "ref_tokens", "text_tokens", "dtype", "cfg", "strength", "steps",
-                                     "warmup", "rounds", "threads", "attention_fn", "cache_on_cpu")},
+                                     "warmup", "rounds", "threads", "malloc", "attention_fn", "cache_on_cpu")},
         "device": describe_device(c, torch),
         "s_per_step": {v: round(med[v], 5) for v in variants},
         "ratio_standin": round(med["standin"] / med["base"], 4),
         "ratio_naive": round(med["naive"] / med["base"], 4),
         "ratio_paired": {v: round(paired[v], 4) for v in variants if v != "base"},
+        "ratio_best": {v: round(best[v] / best["base"], 4) for v in variants if v != "base"},
         "ratio_cpu_time": {v: round(cpu_med[v] / cpu_med["base"], 4) for v in variants if v != "base"},
         "ratio_flops": {v: round(flops[v] / flops["base"], 4) for v in variants if v != "base"},
         "kv_build_s": round(kv_build_s, 5),
         "cache_bytes": kv["nbytes"],
         "cache_bytes_formula": formula,
         "cache": f"{kv['dtype']} on {kv['device']}",
+        "compute_dtype": str(env["compute_dtype"]),
         "peak_mem_bytes": {v: peaks[v]["peak"] for v in variants},
         "peak_mem_method": mem_method,
     }
