@@ -64,11 +64,12 @@ PRESETS = {
     # reference counts are multiples of 8: the CPU matmul for q.k slows by 15-45% when the key
     # count is not (e.g. 3,200 + 100 keys), which is a property of that shape, not of Stand-In.
     # The number of blocks changes no ratio (each block does the same work), so two blocks buy
-    # more timed steps. One thread: on a shared 2-core machine, a neighbour taking one core
-    # stalls a 2-thread run at every barrier (steps varied 2x), a 1-thread run much less.
+    # more timed steps; short runs in many rounds put the variants' steps seconds apart. One
+    # thread: on a shared 2-core machine a neighbour taking one core stalls a 2-thread run at
+    # every barrier (steps varied 2x), a 1-thread run much less.
     "cpu": dict(dim=384, ffn_dim=1024, blocks=2, frames=8, height=32, width=32,
                 ref_height=16, ref_width=16, text_tokens=32, dtype="fp32",
-                steps=3, warmup=1, rounds=10, threads=1),
+                steps=2, warmup=1, rounds=16, threads=1),
 }
 OVERRIDES = ("dim", "ffn_dim", "blocks", "frames", "height", "width", "ref_height", "ref_width",
              "text_tokens", "dtype", "steps", "warmup", "rounds", "threads")
@@ -83,9 +84,9 @@ def parse_args(argv=None):
     p.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
                    help="auto: 14b on CUDA, cpu otherwise")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--steps", type=int, help="timed steps per sampling run (preset: 3)")
+    p.add_argument("--steps", type=int, help="timed steps per sampling run (cpu: 2, 14b: 3)")
     p.add_argument("--warmup", type=int, help="untimed steps at the start of every run, >= 1 (preset: 1)")
-    p.add_argument("--rounds", type=int, help="sampling runs per variant, interleaved (cpu: 10, 14b: 2)")
+    p.add_argument("--rounds", type=int, help="sampling runs per variant, interleaved (cpu: 16, 14b: 2)")
     p.add_argument("--threads", type=int, help="torch CPU threads (cpu: 1; 14b: torch's default)")
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--strength", type=float, default=1.0,
