@@ -27,7 +27,10 @@ CPU time, and the ratio of the arithmetic work ("FLOPs", the minimum any impleme
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each variant's runs (exact,
 in-process). On the CPU the process's peak RSS (VmHWM) cannot be split between variants inside
 one process, so each variant is sampled once more in a fresh subprocess that builds the same
-model, resets VmHWM (/proc/self/clear_refs) just before sampling and reports it after.
+model, resets VmHWM (/proc/self/clear_refs) just before sampling and reports it after; RSS
+moves by tens of MB with glibc's caching, so each variant's peak of tensor memory allocated
+during one sampling run (over what existed before it) is also read from the profiler's
+allocation records, exact to the byte.
 
 The last line printed is one JSON object. Not part of the test run (pytest collects test_*.py).
 """
@@ -312,6 +315,27 @@ def cpu_peaks(c):
     return peaks, method
 
 
+def tensor_peak_over_start(env, c, variant):
+    """Peak of the tensor memory a sampling run allocates on top of what existed before it: the
+    CPU counterpart of CUDA's max_memory_allocated, exact to the byte where RSS (allocator
+    caching, fragmentation) blurs a few MB. Read from the profiler's allocation records, whose
+    running total starts at zero with the profiler; None where this torch lacks them."""
+    try:
+        from torch._C._profiler import _EventType
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            sample_once(env, c, variant, c["warmup"] + 2)
+        stack, peak = list(prof.profiler.kineto_results.experimental_event_tree()), 0
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children)
+            if node.tag == _EventType.Allocation:
+                peak = max(peak, node.extra_fields.total_allocated)
+        return peak
+    except (ImportError, AttributeError):
+        return None
+
+
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
@@ -357,6 +381,7 @@ def main(argv=None):
     cpu_times = {v: [] for v in variants}
     per_round = {v: [] for v in variants}
     cuda_peak = {v: 0 for v in variants}
+    cuda_over = {v: 0 for v in variants}
     t_start = time.perf_counter()
     # One untimed run per variant first: thread pools, allocator, model load onto the device.
     for v in variants:
@@ -367,9 +392,11 @@ def main(argv=None):
         for v in variants[k:] + variants[:k]:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
+                allocated_before = torch.cuda.memory_allocated()
             stamps = sample_once(env, c, v, c["warmup"] + c["steps"])
             if cuda:
                 cuda_peak[v] = max(cuda_peak[v], torch.cuda.max_memory_allocated())
+                cuda_over[v] = max(cuda_over[v], torch.cuda.max_memory_allocated() - allocated_before)
             timed = list(zip(stamps[c["warmup"] - 1:], stamps[c["warmup"]:]))
             times[v] += [b[0] - a[0] for a, b in timed]
             cpu_times[v] += [b[1] - a[1] for a, b in timed]
@@ -390,13 +417,19 @@ def main(argv=None):
     flops = flop_model(c)
 
     if cuda:
-        peaks = {v: {"peak": cuda_peak[v]} for v in variants}
-        mem_method = "torch.cuda.max_memory_allocated over each variant's timed runs, in this process"
+        peaks = {v: {"peak": cuda_peak[v], "tensors": cuda_over[v]} for v in variants}
+        mem_method = ("torch.cuda.max_memory_allocated over each variant's timed runs, in this process; "
+                      "'tensors': that peak minus what was allocated when the run began")
     elif args.no_mem:
-        peaks, mem_method = {v: {"peak": None} for v in variants}, "skipped (--no-mem)"
+        peaks, mem_method = {v: {"peak": None, "tensors": None} for v in variants}, "skipped (--no-mem)"
     else:
-        print("peak memory: one fresh subprocess per variant ...", flush=True)
+        print("peak memory: profiled runs, then one fresh subprocess per variant ...", flush=True)
+        tensors = {v: tensor_peak_over_start(env, c, v) for v in variants}
         peaks, mem_method = cpu_peaks(c)
+        for v in variants:
+            peaks[v]["tensors"] = tensors[v]
+        mem_method += ("; 'tensors': peak of the tensor memory one sampling run allocates over what "
+                       "existed before it, from the profiler's allocation records, in this process")
 
     def mib(x):
         return "-" if x is None else f"{x / 2**20:,.1f} MiB"
@@ -409,11 +442,11 @@ def main(argv=None):
           f"(1:{c['video_tokens'] / c['ref_tokens']:.2f}), text {c['text_tokens']}; CFG {c['cfg']} "
           f"(cond + uncond in one batch); strength {c['strength']}")
     print(f"{'variant':<15}{'s/step':>9}{'ratio':>8}{'paired':>8}{'best':>8}{'cpu s/step':>11}{'ratio':>8}"
-          f"{'FLOPs':>8}{'steps':>6}{'K/V builds':>11}  peak memory")
+          f"{'FLOPs':>8}{'steps':>6}{'K/V builds':>11}  memory during sampling")
     for v in variants:
-        mem = mib(peaks[v]["peak"])
+        mem = f"tensors +{mib(peaks[v]['tensors'])}, peak {mib(peaks[v]['peak'])}"
         if peaks[v].get("before") is not None:
-            mem += f" (+{mib(peaks[v]['peak'] - peaks[v]['before'])} over {mib(peaks[v]['before'])} before sampling)"
+            mem += f" (RSS +{mib(peaks[v]['peak'] - peaks[v]['before'])})"
         print(f"{v:<15}{med[v]:>9.4f}{med[v] / med['base']:>8.4f}{paired[v]:>8.4f}"
               f"{best[v] / best['base']:>8.4f}{cpu_med[v]:>11.4f}"
               f"{cpu_med[v] / cpu_med['base']:>8.4f}{flops[v] / flops['base']:>8.4f}{len(times[v]):>6}"
@@ -442,6 +475,7 @@ def main(argv=None):
         "cache": f"{kv['dtype']} on {kv['device']}",
         "compute_dtype": str(env["compute_dtype"]),
         "peak_mem_bytes": {v: peaks[v]["peak"] for v in variants},
+        "peak_tensor_bytes_over_start": {v: peaks[v]["tensors"] for v in variants},
         "peak_mem_method": mem_method,
     }
     print(json.dumps(result), flush=True)
