@@ -8,6 +8,7 @@ first version of the pack); ``into``: RoPE written straight into the [video; ref
 (what ``standin_block_forward`` does now); ``plain``: RoPE and cast alone, what Wan's own block
 does with its keys. Both CFG rows. Interleaved in rotating order; medians, fastest runs and
 page faults per call. The two outputs are checked to be bit for bit equal. Not a test.
+(The buffers are allocated in the timed calls, so a warm-up round precedes the timed ones.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--reps", type=int, default=9)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--malloc", choices=("heap", "default"), default="heap",
+                   help="as in bench_overhead.py: heap keeps freed memory, so a buffer costs its "
+                        "traffic and not the kernel's page faults (as on a GPU)")
     args = p.parse_args(argv)
+    if args.malloc == "heap":
+        from bench_overhead import restart_with_heap_malloc
+        restart_with_heap_malloc()
 
     import comfyhost
     comfyhost.setup_comfy(cpu=True)
@@ -64,6 +71,8 @@ def main(argv=None):
 
     assert torch.equal(concat(), into())
     fns = (concat, into, plain)
+    for f in fns:
+        f()
     wall = {f.__name__: [] for f in fns}
     faults = {f.__name__: [] for f in fns}
     for i in range(args.reps):

@@ -101,8 +101,8 @@ def parse_args(argv=None):
                    help="another copy of this pack: adds its patch as variant standin_before")
     p.add_argument("--no-mem", action="store_true", help="skip the per-variant peak-memory runs (CPU)")
     p.add_argument("--malloc", choices=("heap", "default"), default="heap",
-                   help="CPU timing runs: heap (glibc keeps freed memory, as a GPU caching allocator "
-                        "does) or default (every large tensor is a fresh mmap, page-faulted again)")
+                   help="CPU timing runs: heap (restarts under glibc settings that keep freed memory, "
+                        "as a GPU caching allocator does) or default (every large tensor a fresh mmap)")
     for name in OVERRIDES[:10]:
         p.add_argument(f"--{name.replace('_', '-')}", type=str if name == "dtype" else int,
                        help="override the preset (latent sizes; dtype fp32|bf16|fp16)")
@@ -304,8 +304,9 @@ def mem_probe(c, variant):
 def cpu_peaks(c):
     peaks, method = {}, None
     for variant in c["variants"]:
+        env = {k: v for k, v in os.environ.items() if k not in HEAP_MALLOC_ENV}
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--mem-probe", variant,
-                               "--config-json", json.dumps(c)], capture_output=True, text=True)
+                               "--config-json", json.dumps(c)], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"memory probe for {variant} failed:\n{proc.stderr[-3000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -323,8 +324,15 @@ def tensor_peak_over_start(env, c, variant):
     try:
         from torch._C._profiler import _EventType
         from torch.profiler import ProfilerActivity, profile
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            sample_once(env, c, variant, c["warmup"] + 2)
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 2)  # the profiler's C++ start/stop chatter
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                sample_once(env, c, variant, c["warmup"] + 2)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
         stack, peak = list(prof.profiler.kineto_results.experimental_event_tree()), 0
         while stack:
             node = stack.pop()
@@ -347,14 +355,23 @@ def describe_device(c, torch):
             f"{torch.get_num_threads()} thread(s) of {os.cpu_count()} cores, torch {torch.__version__}")
 
 
-def keep_freed_memory():
-    """glibc hands every tensor above 32 MB back to the OS when it is freed, so the next one
-    page-faults all its pages again: a quarter of a step's time went to the kernel, and its
-    noise with it. Served from a heap that keeps freed memory instead, the CPU reuses memory
-    as the CUDA caching allocator does. Timing only; the memory probes keep glibc's default."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+# glibc hands every tensor above 32 MB back to the OS when it is freed, so the next one
+# page-faults all its pages again: a quarter of a CPU step's time went to the kernel, and its
+# noise with it. Served from a heap that keeps freed memory instead, the CPU reuses memory as
+# the CUDA caching allocator does. Set before the process starts (glibc reads them once);
+# timing only: the memory probes run with glibc's defaults.
+HEAP_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
+def restart_with_heap_malloc():
+    """Run this script again under HEAP_MALLOC_ENV unless it already is; False if not Linux."""
+    if all(os.environ.get(k) == v for k, v in HEAP_MALLOC_ENV.items()):
+        return True
+    if platform.system() != "Linux":
+        return False
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:]],
+              {**os.environ, **HEAP_MALLOC_ENV})
 
 
 def main(argv=None):
@@ -363,12 +380,8 @@ def main(argv=None):
     if args.mem_probe:
         mem_probe(c, args.mem_probe)
         return 0
-    if c["malloc"] == "heap":
-        try:
-            if not keep_freed_memory():
-                c["malloc"] = "default (mallopt refused)"
-        except OSError:
-            c["malloc"] = "default (no glibc)"
+    if c["malloc"] == "heap" and not restart_with_heap_malloc():
+        c["malloc"] = "default (not Linux)"
     env = setup(c)
     torch = env["torch"]
     import comfy.ldm.modules.attention as attention_mod
