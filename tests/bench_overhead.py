@@ -63,9 +63,10 @@ PRESETS = {
                 steps=3, warmup=1, rounds=2, threads=None),
     # What two CPU cores finish in minutes with enough steps for a median: every token count
     # of the real case / 16 (video 8x16x16 = 2,048 vs 32,760; reference 8x8 = 64 vs 1,024;
-    # text 32 vs 512), head size 128, ffn / dim as at 14B. Like the real counts, the video and
-    # reference counts are multiples of 8: the CPU matmul for q.k slows by 15-45% when the key
-    # count is not (e.g. 3,200 + 100 keys), which is a property of that shape, not of Stand-In.
+    # text 32 vs 512), head size 128, ffn / dim as at 14B, dim 384 so that attention is about
+    # the same share of the work (48% of the FLOPs; 52% at 14B). The counts are taken as they come:
+    # this CPU's q.k matmul is 15-50% slower per key at some key counts (3,300, 2,104) than at
+    # their neighbours (3,304, 2,112), a property of the matmul that no choice here should hide.
     # The number of blocks changes no ratio (each block does the same work), so two blocks buy
     # more timed steps; short runs in many rounds put the variants' steps seconds apart. One
     # thread: on a shared 2-core machine a neighbour taking one core stalls a 2-thread run at
