@@ -131,12 +131,18 @@ def check_reference(dm, reference: torch.Tensor) -> torch.Tensor:
 # Numerics shared by the reference pass and the video blocks
 # --------------------------------------------------------------------------------------
 
-def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of x [b, s, heads, head_dim] by ComfyUI's rope table."""
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate pairs of channels of x [b, s, heads, head_dim] by ComfyUI's rope table.
+
+    With ``out`` (same shape, any strides) the result is written there, rounded to out's
+    dtype exactly as ``type_as`` would round it.
+    """
     x_ = x.to(freqs.dtype).reshape(*x.shape[:-1], -1, 1, 2)
-    out = freqs[..., 0] * x_[..., 0]
-    out.addcmul_(freqs[..., 1], x_[..., 1])
-    return out.reshape(*x.shape).type_as(x)
+    rot = freqs[..., 0] * x_[..., 0]
+    rot.addcmul_(freqs[..., 1], x_[..., 1])
+    if out is None:
+        return rot.reshape(*x.shape).type_as(x)
+    return out.copy_(rot.reshape(*x.shape))
 
 
 def _repeat_rows(e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -267,11 +273,18 @@ def standin_block_forward(block, x, e, freqs, context, transformer_options, k_re
     b, s = y.shape[:2]
     n, d = sa.num_heads, sa.head_dim
     q = apply_rope(sa.norm_q(sa.q(y)).view(b, s, n, d), freqs).view(b, s, n * d)
-    k = apply_rope(sa.norm_k(sa.k(y)).view(b, s, n, d), freqs).view(b, s, n * d)
-    v = sa.v(y)
+    # The rotated video keys go straight into the [video; reference] buffer: concatenating
+    # afterwards would write and read every key once more per block and step (memory traffic
+    # that, unlike the extra attention, buys nothing) and hold a second copy meanwhile.
+    k_video = sa.norm_k(sa.k(y))
+    k = torch.empty((b, s + k_ref.shape[1], n * d), dtype=k_video.dtype, device=k_video.device)
+    k[:, s:] = k_ref
+    apply_rope(k_video.view(b, s, n, d), freqs, out=k[:, :s].view(b, s, n, d))
+    del k_video
+    # The values come out of the model's own Linear (whatever ops, offloading or weight
+    # patches it carries), so they are concatenated.
+    v = torch.cat((sa.v(y), v_ref.expand(b, -1, -1)), dim=1)
     del y
-    k = torch.cat((k, k_ref.expand(b, -1, -1)), dim=1)
-    v = torch.cat((v, v_ref.expand(b, -1, -1)), dim=1)
     mask = None
     if key_bias is not None:
         mask = torch.zeros((1, 1, 1, k.shape[1]), device=q.device, dtype=q.dtype)

@@ -67,3 +67,52 @@ def sample(model, context_pos, context_neg, latent_shape=(1, 16, 3, 12, 16), see
     noise = comfy.sample.prepare_noise(latent, seed)
     return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, cond(context_pos),
                                cond(context_neg), latent, denoise=denoise, disable_pbar=True, seed=seed)
+
+
+def random_wan_t2v_state_dict(dim, ffn_dim, num_layers, dtype=torch.float32, device="cpu", seed=0,
+                              in_dim=16, out_dim=16, text_dim=4096, freq_dim=256):
+    """A Wan 2.1 T2V DiT with random weights under the original key names (no prefix), which
+    ComfyUI's loader detects as it detects the released checkpoints.
+
+    Weights are N(0, 1/fan_in), biases 0, norm weights 1: activations stay O(1) through any
+    number of blocks, so no variant is timed on overflowing or denormal numbers.
+    """
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def weight(*shape, fan_in):
+        t = torch.randn(shape, generator=g, device=device, dtype=torch.float32)
+        return t.mul_(fan_in ** -0.5).to(dtype)
+
+    def zeros(*shape):
+        return torch.zeros(shape, device=device, dtype=dtype)
+
+    def ones(*shape):
+        return torch.ones(shape, device=device, dtype=dtype)
+
+    def linear(name, n_out, n_in):
+        sd[f"{name}.weight"] = weight(n_out, n_in, fan_in=n_in)
+        sd[f"{name}.bias"] = zeros(n_out)
+
+    sd = {}
+    sd["patch_embedding.weight"] = weight(dim, in_dim, 1, 2, 2, fan_in=in_dim * 4)
+    sd["patch_embedding.bias"] = zeros(dim)
+    linear("text_embedding.0", dim, text_dim)
+    linear("text_embedding.2", dim, dim)
+    linear("time_embedding.0", dim, freq_dim)
+    linear("time_embedding.2", dim, dim)
+    linear("time_projection.1", 6 * dim, dim)
+    for i in range(num_layers):
+        p = f"blocks.{i}."
+        for attn in ("self_attn", "cross_attn"):
+            for proj in "qkvo":
+                linear(f"{p}{attn}.{proj}", dim, dim)
+            sd[f"{p}{attn}.norm_q.weight"] = ones(dim)
+            sd[f"{p}{attn}.norm_k.weight"] = ones(dim)
+        sd[f"{p}norm3.weight"] = ones(dim)
+        sd[f"{p}norm3.bias"] = zeros(dim)
+        linear(f"{p}ffn.0", ffn_dim, dim)
+        linear(f"{p}ffn.2", dim, ffn_dim)
+        sd[f"{p}modulation"] = weight(1, 6, dim, fan_in=dim)
+    linear("head.head", out_dim * 4, dim)
+    sd["head.modulation"] = weight(1, 2, dim, fan_in=dim)
+    return sd
