@@ -19,6 +19,13 @@ import tiny_models
 STEPS, CFG, SEED = 4, 4.0, 17
 
 
+@pytest.fixture(autouse=True)
+def as_comfyui_runs_nodes():
+    """ComfyUI executes every node under inference mode."""
+    with torch.inference_mode():
+        yield
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     from skimage import data
