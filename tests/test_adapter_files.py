@@ -83,6 +83,7 @@ def test_a_wan_model_file_is_not_an_adapter(fixture_dir, adapter_mod):
     ("extra", r"keys that are not part of a Stand-In adapter: blocks\.0\.self_attn\.o_loras\.up\.weight"),
     ("rank", r"blocks\.2\.self_attn\.q_loras\.down\.weight has shape \[4, 32\], expected \[8, 32\] \(rank 8, width 32"),
     ("nan", r"blocks\.0\.self_attn\.v_loras\.down\.weight contains NaN or infinite values"),
+    ("inf", r"blocks\.1\.self_attn\.q_loras\.up\.weight contains NaN or infinite values"),
     ("gap", r"incomplete: 6 of 24 tensors are missing \(blocks\.2\.self_attn\.q_loras\.down\.weight"),
 ])
 def test_structure_errors_say_what_is_wrong(case, message, tmp_path, adapter_mod):
@@ -95,6 +96,8 @@ def test_structure_errors_say_what_is_wrong(case, message, tmp_path, adapter_mod
         sd["blocks.2.self_attn.q_loras.down.weight"] = torch.zeros(4, 32)
     elif case == "nan":
         sd["blocks.0.self_attn.v_loras.down.weight"][1, 1] = float("nan")
+    elif case == "inf":
+        sd["blocks.1.self_attn.q_loras.up.weight"][0, 2] = float("-inf")
     elif case == "gap":
         sd.update({k.replace("blocks.2.", "blocks.3."): v for k, v in sd.items() if k.startswith("blocks.2.")})
         sd = {k: v for k, v in sd.items() if not k.startswith("blocks.2.")}

@@ -258,3 +258,13 @@ def test_attention_keywords_follow_the_comfyui_version(standin):
 
     assert standin._takes_transformer_options(wan_model.optimized_attention)
     assert not standin._takes_transformer_options(before_0_3_6x)
+
+
+def test_latent_sizes_off_the_patch_grid(base, inputs, adapter, standin, builds):
+    """KSampler with a latent whose height and width are not multiples of the patch size (what
+    EmptyHunyuanLatentVideo makes of a width not divisible by 16): ComfyUI pads, and the
+    reference sits right after the padded grid."""
+    patched = standin.apply_standin(base, adapter, inputs["ip_latent"])
+    out = wan_tiny.sample(patched, inputs["context_pos"], inputs["context_neg"], latent_shape=(1, 16, 2, 9, 13), seed=3)
+    assert out.shape == (1, 16, 2, 9, 13) and torch.isfinite(out).all()
+    assert builds["grids"] == [(5, 7)]
