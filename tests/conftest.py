@@ -36,6 +36,24 @@ def fixture_dir():
 
 
 @pytest.fixture(scope="session")
+def base(fixture_dir):
+    """The parity fixture's tiny Wan DiT, loaded by ComfyUI (tests clone it, never change it)."""
+    import wan_tiny
+    return wan_tiny.load_model(os.path.join(fixture_dir, "model.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def inputs(fixture_dir):
+    import wan_tiny
+    return wan_tiny.fixture_inputs(fixture_dir)
+
+
+@pytest.fixture(scope="session")
+def adapter(fixture_dir, adapter_mod):
+    return adapter_mod.load_adapter_file(os.path.join(fixture_dir, "standin_adapter.safetensors"))
+
+
+@pytest.fixture(scope="session")
 def standin():
     return pack_module("standin")
 

@@ -1,27 +1,11 @@
 """The paths that keep the identity cheap: no attention mask at strength 1, keys written once,
 the cache's placement; each must give exactly what the plain computation gives."""
 
-import os
 
 import pytest
 import torch
 
 import wan_tiny
-
-
-@pytest.fixture(scope="module")
-def base(fixture_dir):
-    return wan_tiny.load_model(os.path.join(fixture_dir, "model.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def inputs(fixture_dir):
-    return wan_tiny.fixture_inputs(fixture_dir)
-
-
-@pytest.fixture(scope="module")
-def adapter(fixture_dir, adapter_mod):
-    return adapter_mod.load_adapter_file(os.path.join(fixture_dir, "standin_adapter.safetensors"))
 
 
 def attention_calls(model, inputs, steps=2):

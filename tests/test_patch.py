@@ -16,21 +16,6 @@ import wan_tiny
 from wan_tiny import random_adapter_sd
 
 
-@pytest.fixture(scope="module")
-def base(fixture_dir):
-    return wan_tiny.load_model(os.path.join(fixture_dir, "model.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def inputs(fixture_dir):
-    return wan_tiny.fixture_inputs(fixture_dir)
-
-
-@pytest.fixture(scope="module")
-def adapter(fixture_dir, adapter_mod):
-    return adapter_mod.load_adapter_file(os.path.join(fixture_dir, "standin_adapter.safetensors"))
-
-
 @pytest.fixture
 def builds(standin, monkeypatch):
     """Counts reference K/V builds and keeps weak references to what they produced."""

@@ -4,7 +4,6 @@ the websocket, /interrupt and /free, with the shipped example workflows."""
 import os
 import shutil
 
-import numpy as np
 import pytest
 import safetensors.torch
 import torch

@@ -173,7 +173,7 @@ def fetch(url: str, part: str, log, attempts: int = 5, timeout: float = 60.0) ->
         try:
             with _request(url, start, timeout) as r:
                 if start and r.status != 206:
-                    log(f"  the server ignored the resume request; starting over")
+                    log("  the server ignored the resume request; starting over")
                     start = 0
                 total = r.headers.get("Content-Length")
                 total = int(total) + start if total is not None else None
