@@ -308,13 +308,13 @@ class RunCache:
     """Reference K/V of one generation, keyed by everything they depend on besides the
     patch itself: the DiT, the video grid, dtype, device, and the weight hooks in force."""
 
-    def __init__(self, owner: "StandInPatch", model_patcher=None):
+    def __init__(self, owner: "StandInPatch", model_patcher=None, window=None):
         self.owner = owner
         self.model_patcher = model_patcher
+        self.window = window          # (sigma_start, sigma_end), or None: always active
         self.entries: dict = {}
         self.builds = 0
         self.warned_blocks = False
-        self.window = None            # (sigma_start, sigma_end) or None: always active
 
     def _hooks_key(self):
         hooks = getattr(self.model_patcher, "current_hooks", None)
@@ -368,11 +368,8 @@ class StandInPatch:
     def __deepcopy__(self, memo):
         return self
 
-    # ComfyUI calls these on patch objects it finds in transformer_options.
-    def to(self, device_or_dtype):
-        return self
-
     def models(self):
+        """The adapter's ModelPatcher, for ComfyUI to load with the model (via the block patches)."""
         return [self.adapter_patcher] if self.adapter_patcher is not None else []
 
     @property
@@ -400,8 +397,7 @@ class StandInPatch:
         guider = executor.class_obj
         # guider.model_options is the copy CFGGuider.sample made for this run.
         to = guider.model_options.setdefault("transformer_options", {})
-        run = RunCache(self, guider.model_patcher)
-        run.window = self.sigma_window(guider.model_patcher)
+        run = RunCache(self, guider.model_patcher, self.sigma_window(guider.model_patcher))
         previous = to.get(RUN_KEY)
         to[RUN_KEY] = run
         try:
@@ -416,7 +412,7 @@ class StandInPatch:
     def active(self, transformer_options, run) -> bool:
         if self.strength == 0.0:
             return False
-        window = getattr(run, "window", None)
+        window = run.window if run is not None else None
         sigmas = transformer_options.get("sigmas")
         if window is None or sigmas is None:
             return True
