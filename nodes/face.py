@@ -391,6 +391,16 @@ def _detect_blazeface(rgb: np.ndarray, min_score: float = 0.5) -> list:
     return _merge(result)
 
 
+def _shrink(img: np.ndarray, limit: int = 640):
+    """The picture scaled (area) so its long side is at most ``limit``, and the scale used.
+    Detectors' cost grows with the pixel count and a reference face is large: 640 px suffice."""
+    h, w = img.shape[:2]
+    s = min(1.0, limit / max(h, w))
+    if s < 1.0:
+        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return img, s
+
+
 def _detect_haar(rgb: np.ndarray) -> list:
     if not hasattr(cv2, "CascadeClassifier"):
         raise FaceDetectorUnavailable(
@@ -400,12 +410,7 @@ def _detect_haar(rgb: np.ndarray) -> list:
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
         raise FaceDetectorUnavailable(f"OpenCV's Haar cascade {path} could not be read: reinstall opencv-python 4.x.")
-    h, w = rgb.shape[:2]
-    # The cascade's cost grows with the pixel count; a reference face is large, so 640 px suffice.
-    s = min(1.0, 640.0 / max(h, w))
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if s < 1.0:
-        gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    gray, s = _shrink(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     min_side = max(24, min(gray.shape) // 10)
     found = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
     # The cascade gives no score; every kept box counts the same.
@@ -415,12 +420,7 @@ def _detect_haar(rgb: np.ndarray) -> list:
 def _detect_yunet(rgb: np.ndarray, path: str, min_score: float = 0.6) -> list:
     if not hasattr(cv2, "FaceDetectorYN"):
         raise FaceDetectorUnavailable(f"OpenCV {cv2.__version__} has no FaceDetectorYN: install opencv-python 4.8 or newer.")
-    h, w = rgb.shape[:2]
-    # YuNet's cost grows with the input size and a reference face is large: 640 px suffice.
-    s = min(1.0, 640.0 / max(h, w))
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if s < 1.0:
-        bgr = cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    bgr, s = _shrink(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     net = cv2.FaceDetectorYN.create(path, "", (bgr.shape[1], bgr.shape[0]), min_score, 0.3, 5000)
     _, faces = net.detect(bgr)
     if faces is None:
