@@ -1,16 +1,22 @@
 """Stand-In on ComfyUI's native Wan DiT: the identity branch, RSA, CPM and the reference K/V cache.
 
-How it hooks into ComfyUI (only extension points that are stable across 0.3.6x-0.3.7x):
+The video tokens run through ComfyUI's own Wan blocks, unchanged: every weight op, fused
+kernel, attention backend and patch that ComfyUI or another node puts into a block still
+applies. The identity enters at one place only, the self-attention call, through extension
+points that exist in every ComfyUI from 0.3.75 to 0.33:
 
 * ``OUTER_SAMPLE`` wrapper: opens a per-generation cache in the run's own
   ``transformer_options`` (a copy ComfyUI makes for every sampling run) and empties it
   when sampling ends, however it ends.
-* ``DIFFUSION_MODEL`` wrapper: on every model call, decides whether the identity acts
-  (strength, sigma window), finds or builds the reference keys/values for this video grid,
-  and hands them to the blocks through a per-call copy of ``transformer_options``.
-* ``("dit", ("double_block", i))`` block replacements: run block *i* with Restricted
-  Self-Attention (video queries see [video keys; reference keys] under one softmax).
-  A replacement another node installed before us is chained, not dropped.
+* ``APPLY_MODEL`` wrapper (outside the diffusion model, so outside anything torch.compile
+  traces): on every model call, decides whether the identity acts (strength, sigma window),
+  finds or builds the reference keys/values for this video grid, and hands them to the
+  forward through a per-call copy of ``transformer_options``, together with an
+  ``optimized_attention_override`` that chains any override already set.
+* ``("dit", ("double_block", i))`` block replacements that only mark block *i* as entered
+  and call the original block; the override then gives that block's self-attention
+  [video keys; reference keys] under one softmax (Restricted Self-Attention). A replacement
+  another node installed before us is chained, not dropped.
 
 The reference stream itself never runs inside the video forward: reference queries only
 ever attend to reference keys and the reference tokens skip cross-attention, so their
@@ -26,7 +32,7 @@ import functools
 import inspect
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -131,18 +137,12 @@ def check_reference(dm, reference: torch.Tensor) -> torch.Tensor:
 # Numerics shared by the reference pass and the video blocks
 # --------------------------------------------------------------------------------------
 
-def apply_rope(x: torch.Tensor, freqs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotate pairs of channels of x [b, s, heads, head_dim] by ComfyUI's rope table.
-
-    With ``out`` (same shape, any strides) the result is written there, rounded to out's
-    dtype exactly as ``type_as`` would round it.
-    """
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of x [b, s, heads, head_dim] by ComfyUI's rope table."""
     x_ = x.to(freqs.dtype).reshape(*x.shape[:-1], -1, 1, 2)
     rot = freqs[..., 0] * x_[..., 0]
     rot.addcmul_(freqs[..., 1], x_[..., 1])
-    if out is None:
-        return rot.reshape(*x.shape).type_as(x)
-    return out.copy_(rot.reshape(*x.shape))
+    return rot.reshape(*x.shape).type_as(x)
 
 
 def _repeat_rows(e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -260,44 +260,55 @@ def build_reference_kv(dm, adapter: StandInAdapter, reference: torch.Tensor, gri
 
 
 # --------------------------------------------------------------------------------------
-# The video stream: a Wan block whose self-attention also sees the reference keys/values
+# The video stream: ComfyUI's own Wan block; the reference joins its self-attention call
 # --------------------------------------------------------------------------------------
 
-def standin_block_forward(block, x, e, freqs, context, transformer_options, k_ref, v_ref, key_bias=None):
-    """WanAttentionBlock.forward with Restricted Self-Attention for the video tokens."""
-    m = block_modulation(block, e, x)
-    x = x.contiguous()
-    y = torch.addcmul(m[0], block.norm1(x), 1 + m[1])
+def _extend_mask(mask, keys_before: int, extra: int, key_bias, like: torch.Tensor):
+    """The attention mask for [video keys; reference keys]: an existing mask gets zero logits
+    for the reference keys; strength != 1 adds log(strength) to them."""
+    if mask is None and key_bias is None:
+        return None
+    if mask is None:
+        mask = torch.zeros((1, 1, 1, keys_before), device=like.device, dtype=like.dtype)
+    tail = torch.full((*mask.shape[:-1], extra), 0.0 if key_bias is None else key_bias,
+                      device=mask.device, dtype=mask.dtype)
+    return torch.cat((mask, tail), dim=-1)
 
-    sa = block.self_attn
-    b, s = y.shape[:2]
-    n, d = sa.num_heads, sa.head_dim
-    q = apply_rope(sa.norm_q(sa.q(y)).view(b, s, n, d), freqs).view(b, s, n * d)
-    # The rotated video keys go straight into the [video; reference] buffer: concatenating
-    # afterwards would write and read every key once more per block and step (memory traffic
-    # that, unlike the extra attention, buys nothing) and hold a second copy meanwhile.
-    k_video = sa.norm_k(sa.k(y))
-    k = torch.empty((b, s + k_ref.shape[1], n * d), dtype=k_video.dtype, device=k_video.device)
-    k[:, s:] = k_ref
-    apply_rope(k_video.view(b, s, n, d), freqs, out=k[:, :s].view(b, s, n, d))
-    del k_video
-    # The values come out of the model's own Linear (whatever ops, offloading or weight
-    # patches it carries), so they are concatenated.
-    v = torch.cat((sa.v(y), v_ref.expand(b, -1, -1)), dim=1)
-    del y
-    mask = None
-    if key_bias is not None:
-        mask = torch.zeros((1, 1, 1, k.shape[1]), device=q.device, dtype=q.dtype)
-        mask[..., s:] = key_bias
-    out = sa.o(attention(q, k, v, n, transformer_options, mask=mask))
-    del q, k, v
-    x = torch.addcmul(x, out, m[2])
-    del out
 
-    x = x + block.cross_attn(block.norm3(x), context, context_img_len=None,
-                             transformer_options=transformer_options)
-    y = block.ffn(torch.addcmul(m[3], block.norm2(x), 1 + m[4]))
-    return torch.addcmul(x, y, m[5])
+def standin_attention(func, q, k, v, heads, *args, **kwargs):
+    """``optimized_attention_override`` installed for the model calls in which the identity acts.
+
+    Every attention call of the forward comes through here. The first one with as many keys as
+    queries after a Wan block was entered (``CallState.pending``) is that block's
+    self-attention: its video keys/values are joined by the block's reference keys/values
+    (Restricted Self-Attention: one softmax over [video; reference]). Every other call
+    (cross-attention, VACE blocks, other patches) passes through unchanged. An override that
+    was already set (by another node) is chained: it receives the joined keys.
+    """
+    call = kwargs["transformer_options"][CALL_KEY]
+    call.attention_calls += 1
+    index = call.pending
+    seq_dim = 2 if kwargs.get("skip_reshape", False) else 1
+    if index is not None and k.shape[seq_dim] == q.shape[seq_dim]:
+        call.pending = None
+        call.blocks_used.add(index)
+        k_ref = call.kv.keys[index].to(device=k.device, dtype=k.dtype, non_blocking=True)
+        v_ref = call.kv.values[index].to(device=v.device, dtype=v.dtype, non_blocking=True)
+        b = k.shape[0]
+        if seq_dim == 2:   # [b, heads, tokens, head_dim]
+            k_ref = k_ref.view(1, -1, heads, k.shape[-1]).transpose(1, 2)
+            v_ref = v_ref.view(1, -1, heads, v.shape[-1]).transpose(1, 2)
+        keys_before = k.shape[seq_dim]
+        k = torch.cat((k, k_ref.expand(b, *k_ref.shape[1:])), dim=seq_dim)
+        v = torch.cat((v, v_ref.expand(b, *v_ref.shape[1:])), dim=seq_dim)
+        mask = _extend_mask(kwargs.get("mask"), keys_before, k_ref.shape[seq_dim], call.key_bias, q)
+        if mask is not None:
+            kwargs["mask"] = mask
+            # Not every backend honours a mask (sage attention ignores it): PyTorch's SDPA does.
+            func = comfy.ldm.modules.attention.attention_pytorch
+    if call.previous_override is not None:
+        return call.previous_override(func, q, k, v, heads, *args, **kwargs)
+    return func(q, k, v, heads, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -333,13 +344,37 @@ class RunCache:
         self.entries.clear()
 
 
-@dataclass
 class CallState:
-    dm: torch.nn.Module
-    kv: ReferenceKV
-    key_bias: float | None
-    compute_device: torch.device
-    blocks_used: set = field(default_factory=set)
+    """What one model call needs inside the forward; lives in that call's transformer_options.
+
+    Only plain attribute reads and writes happen on it inside the forward, so a compiled
+    diffusion model traces through it without breaking its graph.
+    """
+
+    def __init__(self, kv: ReferenceKV, key_bias, previous_override):
+        self.kv = kv
+        self.key_bias = key_bias
+        self.previous_override = previous_override
+        self.pending = None            # block index whose self-attention is next
+        self.blocks_entered = set()
+        self.blocks_used = set()
+        self.attention_calls = 0
+
+
+def compute_dtype(base_model) -> torch.dtype:
+    """The dtype ComfyUI casts the latents to before the diffusion model sees them."""
+    get_inference = getattr(base_model, "get_dtype_inference", None)   # ComfyUI 0.4+
+    if get_inference is not None:
+        return get_inference()
+    return base_model.manual_cast_dtype or base_model.get_dtype()
+
+
+def _within(value: float, low: float, high: float) -> bool:
+    # The sampler's sigmas are float32 and percent_to_sigma is float64 arithmetic: a step that
+    # sits exactly on a boundary can land an ulp outside. Adjacent steps are far more than
+    # 1e-5 apart (1000 training timesteps), so this tolerance keeps exactly the boundary steps.
+    tol = 1e-5
+    return low - tol * abs(low) <= value <= high + tol * abs(high)
 
 
 # --------------------------------------------------------------------------------------
@@ -381,8 +416,6 @@ class StandInPatch:
     def build(self, dm, grid_hw, dtype, device, transformer_options) -> ReferenceKV:
         kv = build_reference_kv(dm, self.adapter, self.reference, grid_hw, dtype, device,
                                 transformer_options)
-        log.debug("Stand-In: reference K/V built for grid %s (%d tokens, %.1f MB)",
-                  grid_hw, kv.tokens, kv.nbytes / 2**20)
         return kv.to("cpu") if self.cache_on_cpu else kv
 
     def sigma_window(self, model_patcher):
@@ -409,43 +442,62 @@ class StandInPatch:
             else:
                 to[RUN_KEY] = previous
 
-    def active(self, transformer_options, run) -> bool:
+    def active(self, sigma, run) -> bool:
         if self.strength == 0.0:
             return False
         window = run.window if run is not None else None
-        sigmas = transformer_options.get("sigmas")
-        if window is None or sigmas is None:
+        if window is None:
             return True
-        sigma = float(sigmas.reshape(-1)[0])
-        return window[1] <= sigma <= window[0]
+        return _within(float(sigma.reshape(-1)[0]), window[1], window[0])
 
-    def diffusion_model_wrapper(self, executor, x, timestep, context, clip_fea=None,
-                                time_dim_concat=None, transformer_options={}, **kwargs):
+    def apply_model_wrapper(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
+                            transformer_options={}, **kwargs):
+        """Around BaseModel.apply_model, outside any compiled region: decide whether the
+        identity acts at this sigma, find or build the reference K/V, and hand them to the
+        forward through a per-call copy of transformer_options."""
         run = transformer_options.get(RUN_KEY)
         if run is not None and run.owner is not self:
             run = None
-        if not self.active(transformer_options, run):
-            return executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
-        dm = executor.class_obj
+        if not self.active(t, run):
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        base_model = executor.class_obj
+        dm = getattr(base_model.diffusion_model, "_orig_mod", base_model.diffusion_model)
         if run is None:
             # Called outside a sampling run (no OUTER_SAMPLE): correct, but nothing to reuse.
             run = RunCache(self)
-        grid = video_grid(dm, x)
-        kv = run.get(dm, grid, x.dtype, x.device, transformer_options)
-        call = CallState(dm=dm, kv=kv, key_bias=self.key_bias, compute_device=x.device)
+        kv = run.get(dm, video_grid(dm, x), compute_dtype(base_model), x.device, transformer_options)
+        call = CallState(kv, self.key_bias, transformer_options.get("optimized_attention_override"))
         to = transformer_options.copy()
         to[CALL_KEY] = call
-        out = executor(x, timestep, context, clip_fea, time_dim_concat, to, **kwargs)
-        if len(call.blocks_used) != len(dm.blocks) and not run.warned_blocks:
-            run.warned_blocks = True
-            log.warning("Stand-In acted on %d of %d blocks: another node replaced the other "
-                        "blocks without calling the original. The identity will be weaker.",
-                        len(call.blocks_used), len(dm.blocks))
+        to["optimized_attention_override"] = standin_attention
+        out = executor(x, t, c_concat, c_crossattn, control, to, **kwargs)
+        self._check_reach(call, len(dm.blocks), run)
         return out
+
+    @staticmethod
+    def _check_reach(call: CallState, n_blocks: int, run: RunCache):
+        # A call in which no attention ran at all never reached the blocks (a cache node such
+        # as EasyCache answered it): nothing was lost, nothing to say.
+        if call.attention_calls == 0 or run.warned_blocks:
+            return
+        if len(call.blocks_used) == n_blocks:
+            return
+        run.warned_blocks = True
+        entered = len(call.blocks_entered)
+        if entered < n_blocks:
+            why = (f"another node replaced {n_blocks - entered} of the model's blocks without "
+                   f"calling the original block")
+        else:
+            why = ("another node replaced the self-attention of some blocks with code that does "
+                   "not call ComfyUI's attention with the block's transformer_options")
+        log.warning("Stand-In acted on %d of %d blocks: %s. The identity will be weaker.",
+                    len(call.blocks_used), n_blocks, why)
 
 
 class StandInBlockPatch:
-    """Replacement for ``("double_block", i)``; chains whatever replacement was there before."""
+    """``("double_block", i)`` replacement: marks block *i* as entered, so that its
+    self-attention takes the reference, and runs the original block (ComfyUI's own code, with
+    everything other nodes patched into it). Chains whatever replacement was there before."""
 
     def __init__(self, index: int, patch: StandInPatch, prev=None):
         self.index = index
@@ -456,8 +508,12 @@ class StandInBlockPatch:
         return StandInBlockPatch(self.index, self.patch, copy.deepcopy(self.prev, memo))
 
     def to(self, device_or_dtype):
+        # MultiGPU casts the patches of each device's clone, and the clones share this object:
+        # a chained patch that moves returns a new object here, never a changed shared one.
         if self.prev is not None and hasattr(self.prev, "to"):
-            self.prev = self.prev.to(device_or_dtype)
+            prev = self.prev.to(device_or_dtype)
+            if prev is not self.prev:
+                return StandInBlockPatch(self.index, self.patch, prev)
         return self
 
     def models(self):
@@ -467,24 +523,21 @@ class StandInBlockPatch:
         return models
 
     def __call__(self, args, extra):
+        original_block = extra["original_block"]
         call = args["transformer_options"].get(CALL_KEY)
-        if call is None:
-            if self.prev is not None:
-                return self.prev(args, extra)
-            return extra["original_block"](args)
+        if call is not None:
+            index = self.index
 
-        def run_block(a):
-            block = call.dm.blocks[self.index]
-            k_ref = call.kv.keys[self.index].to(call.compute_device, non_blocking=True)
-            v_ref = call.kv.values[self.index].to(call.compute_device, non_blocking=True)
-            call.blocks_used.add(self.index)
-            img = standin_block_forward(block, a["img"], a["vec"], a["pe"], a["txt"],
-                                        a["transformer_options"], k_ref, v_ref, call.key_bias)
-            return {"img": img}
+            def original_block(a, _block=original_block):
+                call.pending = index
+                call.blocks_entered.add(index)
+                out = _block(a)
+                call.pending = None
+                return out
 
         if self.prev is not None:
-            return self.prev(args, {"original_block": run_block})
-        return run_block(args)
+            return self.prev(args, {**extra, "original_block": original_block})
+        return original_block(args)
 
 
 # --------------------------------------------------------------------------------------
@@ -492,17 +545,28 @@ class StandInBlockPatch:
 # --------------------------------------------------------------------------------------
 
 def make_adapter_patcher(adapter: StandInAdapter):
-    """Wrap the adapter so ComfyUI's memory manager loads and offloads it with the model."""
-    return comfy.model_patcher.ModelPatcher(
-        adapter,
-        load_device=comfy.model_management.get_torch_device(),
-        offload_device=comfy.model_management.unet_offload_device())
+    """The adapter's one ModelPatcher, through which ComfyUI's memory manager loads and
+    offloads it with the model.
+
+    One per adapter, kept on the adapter: ComfyUI tracks loaded models by patcher, and a
+    patcher that dies while its module lives on (a new patcher per Apply, the adapter still
+    held by the loader's output) is what ComfyUI reports as "memory leak with model
+    StandInAdapter"; it also left one stale entry per Apply in the loaded-models list.
+    """
+    patcher = adapter.__dict__.get("_standin_patcher")
+    if patcher is None:
+        patcher = comfy.model_patcher.ModelPatcher(
+            adapter,
+            load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device())
+        adapter.__dict__["_standin_patcher"] = patcher
+    return patcher
 
 
 def remove_standin(model) -> None:
     """Take an earlier Stand-In identity off a clone (the latest Apply wins)."""
     model.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY)
-    model.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
+    model.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY)
     replace = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
     for block_key, p in list(replace.items()):
         if isinstance(p, StandInBlockPatch):
@@ -513,7 +577,7 @@ def remove_standin(model) -> None:
 
 
 def find_standin(model) -> StandInPatch | None:
-    for w in model.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY):
+    for w in model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY):
         owner = getattr(w, "__self__", None)
         if isinstance(owner, StandInPatch):
             return owner
@@ -547,8 +611,8 @@ def apply_standin(model, adapter: StandInAdapter, reference: torch.Tensor, stren
                          cache_on_cpu)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY,
                                  patch.outer_sample_wrapper)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY,
-                                 patch.diffusion_model_wrapper)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY,
+                                 patch.apply_model_wrapper)
     existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
     for i in range(len(dm.blocks)):
         prev = existing.get(("double_block", i))

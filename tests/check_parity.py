@@ -79,6 +79,7 @@ def run_sequence_in_sampling_run(patched, run_calls):
 def check_folder(folder: str) -> list[tuple[str, Comparison, int]]:
     import torch
     import safetensors.torch
+    import comfy.patcher_extension
     import comfy.sd
 
     pack = comfyhost.load_pack()
@@ -109,6 +110,36 @@ def check_folder(folder: str) -> list[tuple[str, Comparison, int]]:
         with torch.no_grad():
             return diffusion_model(x, t, ctx, transformer_options=transformer_options)
 
+    def call_through_apply_model(base_model, entry, transformer_options):
+        """The call as ComfyUI's samplers make it (BaseModel.apply_model at sigma = t / 1000,
+        every APPLY_MODEL wrapper included); returns the DiT's raw output, recorded by a
+        DIFFUSION_MODEL wrapper, so no rounding of the denoised-x arithmetic enters."""
+        rows = entry.get("rows")
+        x = inputs[entry["latents"]]
+        ctx = inputs[entry["context"]]
+        if rows is not None:
+            x, ctx = x[rows], ctx[rows]
+        sigma = torch.full((x.shape[0],), float(entry["timestep"]) / 1000.0, dtype=torch.float32)
+        if not torch.equal(base_model.model_sampling.timestep(sigma).float(),
+                           torch.full_like(sigma, float(entry["timestep"]))):
+            raise SystemExit(f"timestep {entry['timestep']} is not exactly reachable from a float32 sigma")
+        seen = []
+
+        def record(executor, *args, **kwargs):
+            out = executor(*args, **kwargs)
+            seen.append(out)
+            return out
+
+        to = dict(transformer_options)
+        wrappers = comfy.patcher_extension.copy_nested_dicts(to.get("wrappers", {}))
+        comfy.patcher_extension.add_wrapper_with_key(
+            comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "parity_record", record, {"wrappers": wrappers})
+        to["wrappers"] = wrappers
+        with torch.no_grad():
+            base_model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=to)
+        assert len(seen) == 1
+        return seen[0]
+
     results = []
     for adapter_file in spec["adapters"]:
         cmp = Comparison(atol, rtol)
@@ -119,9 +150,8 @@ def check_folder(folder: str) -> list[tuple[str, Comparison, int]]:
 
         def run_calls(guider, transformer_options):
             nonlocal n_calls
-            patched_dm = guider.inner_model.diffusion_model
             for i, entry in enumerate(spec["sequence"]):
-                got = call(patched_dm, entry, dict(transformer_options))
+                got = call_through_apply_model(guider.inner_model, entry, transformer_options)
                 cmp.add(f"sequence[{i}] {entry['expect']}", got, expected[entry["expect"]])
                 n_calls += 1
             caches.append(transformer_options.get(standin.RUN_KEY))
