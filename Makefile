@@ -1,13 +1,14 @@
 # make test   install everything on a bare machine (.venv), then run the test suite
 # make demo   start ComfyUI with this pack, queue an example workflow, write a video
-# COMFYUI_DIR=/path/to/ComfyUI make test   runs the same tests against your own checkout
+# make test-comfy COMFYUI_DIR=/path/to/ComfyUI   the suite and the parity check against that ComfyUI,
+#                                               in its own .venv-comfy-<version>
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.standin-installed
 
-.PHONY: venv test parity demo clean-venv
+.PHONY: venv test parity demo clean-venv test-comfy
 
 venv: $(STAMP)
 
@@ -26,3 +27,9 @@ clean-venv:
 
 demo: venv
 	$(PY) tools/demo.py
+
+# Another ComfyUI (a checkout of any version): its own environment, then the same tests.
+COMFY_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' "$(COMFYUI_DIR)/comfyui_version.py" 2>/dev/null)
+test-comfy:
+	@[ -n "$(COMFYUI_DIR)" ] && [ -f "$(COMFYUI_DIR)/main.py" ] || { echo "usage: make test-comfy COMFYUI_DIR=/path/to/ComfyUI (the folder with main.py)"; exit 2; }
+	$(MAKE) test parity VENV=.venv-comfy-$(or $(COMFY_VERSION),unknown) COMFYUI_DIR="$(COMFYUI_DIR)"

@@ -14,8 +14,11 @@ line per prompt and ends with
 
 RSS and tensor growth are measured from the first probe after warm-up to the last probe of
 the same phase of the rotation (so the same configuration is compared with itself). Exit
-status 1 if any result differs, any reference K/V outlived its prompt, or growth exceeds the
---max-* bounds.
+status 1 if any result differs, any reference K/V outlived its prompt, growth exceeds the
+--max-* bounds, or after the queue ComfyUI's cache holds a generation's K/V or more of the pack
+than one prompt held, or anything of the pack remains after /free. (ComfyUI's RAM-pressure
+cache, the default since 0.23, keeps the last prompts' outputs, the identity and the patched
+model among them, until RAM runs short; the classic cache drops them at the next prompt.)
 """
 
 from __future__ import annotations
@@ -116,11 +119,18 @@ def run(n: int, base: str, max_rss_mb: float, max_tensors: int, log=print) -> di
                 f"{c['width']}x{c['height']}x{c['length']} seed {c['seed']}: rss {rss[-1]:.0f} MB, "
                 f"pack tensors {probes[-1]['pack_tensors']}, K/V objects {probes[-1]['per_generation_objects'] or 0}")
         queue_s = time.time() - started
-        # A prompt of its own makes ComfyUI drop the previous prompt's cached outputs: then
-        # nothing of the pack may remain.
+        # What ComfyUI's cache keeps once the queue is done. The classic cache (ComfyUI before
+        # 0.23, or --cache-classic) drops the previous prompt's outputs when another prompt
+        # runs: then nothing of the pack remains. The RAM-pressure cache (the default since
+        # 0.23) keeps them until RAM runs short: the identities and patched models of the
+        # cached prompts stay, as any node's outputs do, but never a generation's K/V.
+        cached = probe_result(server.run(probe_alone("cached")), "1")
+        log(f"after the queue, ComfyUI's cache holding what it keeps: pack objects {cached['pack_objects'] or 0}, "
+            f"pack tensors {cached['pack_tensors']}")
+        # /free (free_memory) empties every cache: then nothing of the pack may remain.
+        server.free()
         released = probe_result(server.run(probe_alone("released")), "1")
-        log(f"after the queue, cache dropped: pack objects {released['pack_objects'] or 0}, "
-            f"pack tensors {released['pack_tensors']}")
+        log(f"after /free: pack objects {released['pack_objects'] or 0}, pack tensors {released['pack_tensors']}")
 
         mismatches = 0
         for i in range(n):
@@ -135,12 +145,17 @@ def run(n: int, base: str, max_rss_mb: float, max_tensors: int, log=print) -> di
         last = warm + ((n - 1 - warm) // ROTATION) * ROTATION
         result = {
             "prompts": n, "mismatches": mismatches, "leaked_kv_after": leaked,
-            "held_after_cache_dropped": released["pack_tensors"],
+            "held_while_cached": cached["pack_tensors"], "kv_while_cached": cached["per_generation_objects"],
+            "held_after_free": released["pack_tensors"],
             "rss_growth_mb": rss[last] - rss[warm], "live_tensors_growth": probes[last]["pack_tensors"] - probes[warm]["pack_tensors"],
             "rss_mb": [round(r) for r in rss], "live_tensors": [p["pack_tensors"] for p in probes],
             "compared_probes": (warm, last), "queue_seconds": round(queue_s, 1),
         }
+        # The cache may keep outputs, but never more of the pack than a prompt itself held, and
+        # never a generation's K/V.
         result["ok"] = (mismatches == 0 and not leaked and released["pack_tensors"] == 0
+                        and not cached["per_generation_objects"]
+                        and cached["pack_tensors"] <= max(p["pack_tensors"] for p in probes)
                         and not released["pack_objects"] and result["rss_growth_mb"] <= max_rss_mb
                         and result["live_tensors_growth"] <= max_tensors)
         return result
@@ -163,7 +178,8 @@ def main(argv=None) -> int:
     print(f"rss_mb per prompt: {result['rss_mb']}")
     print(f"tensors held by the pack per prompt: {result['live_tensors']}")
     print(f"soak: prompts={result['prompts']} mismatches={result['mismatches']} "
-          f"rss_growth_mb={result['rss_growth_mb']:.1f} live_tensors_growth={result['live_tensors_growth']}")
+          f"rss_growth_mb={result['rss_growth_mb']:.1f} live_tensors_growth={result['live_tensors_growth']} "
+          f"held_while_cached={result['held_while_cached']} held_after_free={result['held_after_free']}")
     return 0 if result["ok"] else 1
 
 

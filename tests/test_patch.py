@@ -202,6 +202,11 @@ def test_model_that_is_not_wan(inputs, adapter, standin):
     cfg = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=64,
                hidden_size=64, mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1,
                axes_dim=[8, 12, 12], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False)
+    # Fields newer ComfyUI added to Flux (0.4.0: txt_ids_dims); their "none" values.
+    import dataclasses
+    import comfy.ldm.flux.model
+    fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    cfg.update({k: v for k, v in {"txt_ids_dims": []}.items() if k in fields})
     mc = comfy.supported_models.Flux(cfg)
     mc.set_inference_dtype(torch.float32, None)
     flux = comfy.model_patcher.ModelPatcher(mc.get_model({}), torch.device("cpu"), torch.device("cpu"))

