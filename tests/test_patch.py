@@ -172,7 +172,17 @@ def test_clones_after_apply_share_the_adapter_not_copy_it(base, inputs, adapter,
     again = patched.clone()
     p1 = patched.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", 0)]
     p2 = again.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", 0)]
-    assert p1 is not p2 and p1.patch is p2.patch and p2.patch.adapter is adapter
+    # The clone carries the same patch (no copy of the adapter or the reference), however
+    # this ComfyUI copies model_options (a deepcopy before 0.14, shared leaves since) ...
+    assert p1.patch is p2.patch and p2.patch.adapter is adapter
+    # ... and patching the clone again leaves the first model's identity alone.
+    ctx_p, ctx_n = inputs["context_pos"], inputs["context_neg"]
+    before = wan_tiny.sample(patched, ctx_p, ctx_n, seed=4, steps=2)
+    again.set_model_patch_replace(lambda args, extra: extra["original_block"](args), "dit", "double_block", 0)
+    assert standin.apply_standin(again, adapter, other_reference(inputs)) is not again
+    assert patched.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", 0)] is p1
+    assert standin.find_standin(patched) is p1.patch
+    assert torch.equal(wan_tiny.sample(patched, ctx_p, ctx_n, seed=4, steps=2), before)
 
 
 def test_vace_model_takes_the_identity(fixture_dir, inputs, adapter, standin):

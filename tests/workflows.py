@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -31,6 +32,32 @@ def load_ui(name: str) -> dict:
         return json.load(f)
 
 
+def is_widget(spec) -> bool:
+    """Whether an /object_info input spec is a widget on the canvas (its value is saved in
+    widgets_values): scalars and combos, old-style (a list of options) or V3 dynamic combos."""
+    opts = spec[1] if len(spec) > 1 else {}
+    kind = spec[0]
+    if opts.get("forceInput"):
+        return False
+    return isinstance(kind, list) or kind in SCALAR_WIDGETS or str(kind).startswith("COMFY_DYNAMICCOMBO")
+
+
+def with_defaults(prompt: dict, object_info: dict) -> dict:
+    """The prompt as this ComfyUI runs it: every widget input the prompt leaves out takes the
+    node's default, as the canvas and the server do. Two prompts are the same graph when they
+    are equal after this; it keeps a workflow saved with an older ComfyUI comparable with what
+    a newer canvas queues for it (which adds the inputs that ComfyUI added, at their defaults)."""
+    out = copy.deepcopy(prompt)
+    for node in out.values():
+        info = object_info[node["class_type"]]
+        for section in ("required", "optional"):
+            for name, spec in info["input"].get(section, {}).items():
+                opts = spec[1] if len(spec) > 1 else {}
+                if name not in node["inputs"] and is_widget(spec) and "default" in opts:
+                    node["inputs"][name] = opts["default"]
+    return out
+
+
 def ui_to_api(ui: dict, object_info: dict) -> dict:
     """What the canvas queues for a UI workflow: links become [node, slot], widget values are
     read in the node definition's input order (seed control and upload widgets skipped)."""
@@ -48,8 +75,14 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
             for name in order.get(section, []):
                 spec = info["input"][section][name]
                 opts = spec[1] if len(spec) > 1 else {}
-                widget = (isinstance(spec[0], list) or spec[0] in SCALAR_WIDGETS) and not opts.get("forceInput")
+                widget = is_widget(spec)
                 if widget:
+                    if not values:
+                        # A widget the saved workflow has no value for (an input a newer ComfyUI
+                        # added, e.g. CreateVideo's bit_depth in 0.25): the canvas gives it its default.
+                        if "default" not in opts:
+                            raise AssertionError(f"node {node['id']} ({node['type']}): no value for {name} and no default")
+                        values.append(opts["default"])
                     value = values.pop(0)
                     if opts.get("control_after_generate"):
                         values.pop(0)
