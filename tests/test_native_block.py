@@ -297,3 +297,51 @@ def test_moving_patches_for_another_device_changes_no_shared_patch(base, inputs,
     assert moved is not block_patch and moved.prev.device == "cuda:1"
     assert block_patch.prev.device == "cpu"
     assert block_patch.to("cpu") is block_patch
+
+
+def test_clones_sampling_at_once_in_threads_equal_each_run_alone(base, inputs, adapter, standin, monkeypatch):
+    """MultiGPU (ComfyUI 0.23+) gives each device a clone with its own copy of the model
+    (deepclone_multigpu) and runs them in threads, all sharing the patch objects. Nothing of a
+    run may live on those shared objects: two such clones sampling at the same time (different
+    seeds and grids) give what each gives alone, and each run builds its reference K/V once."""
+    import copy
+    import threading
+
+    def device_clone(model):
+        clone = model.clone()
+        clone.model = copy.deepcopy(model.model)  # what deepclone_multigpu does, minus the device
+        return clone
+
+    patched = standin.apply_standin(base, adapter, inputs["ip_latent"])
+    jobs = [dict(seed=21, latent_shape=(1, 16, 3, 12, 16)), dict(seed=22, latent_shape=(1, 16, 2, 8, 12))]
+    clones = [device_clone(patched) for _ in jobs]
+    alone = [sample(clone, inputs, **job) for clone, job in zip(clones, jobs)]
+
+    builds = []
+    build = standin.StandInPatch.build
+
+    def counting_build(self, *args, **kwargs):
+        builds.append(threading.get_ident())
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(standin.StandInPatch, "build", counting_build)
+    results, errors = [None, None], []
+    start = threading.Barrier(2)
+
+    def run(i):
+        try:
+            start.wait()
+            results[i] = sample(clones[i], inputs, **jobs[i])
+        except BaseException as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for got, want in zip(results, alone):
+        assert torch.equal(got, want)
+    assert sorted(builds) == sorted(t.ident for t in threads)  # one build per run
+    assert standin.find_standin(clones[0]) is standin.find_standin(clones[1])  # shared, as in MultiGPU
