@@ -299,17 +299,19 @@ def test_moving_patches_for_another_device_changes_no_shared_patch(base, inputs,
     assert block_patch.to("cpu") is block_patch
 
 
-def test_clones_sampling_at_once_in_threads_equal_each_run_alone(base, inputs, adapter, standin, monkeypatch):
+def test_clones_sampling_at_once_in_threads_equal_each_run_alone(fixture_dir, base, inputs, adapter, standin, monkeypatch):
     """MultiGPU (ComfyUI 0.23+) gives each device a clone with its own copy of the model
     (deepclone_multigpu) and runs them in threads, all sharing the patch objects. Nothing of a
     run may live on those shared objects: two such clones sampling at the same time (different
     seeds and grids) give what each gives alone, and each run builds its reference K/V once."""
-    import copy
+    import os
     import threading
 
     def device_clone(model):
+        # What deepclone_multigpu does, minus the device: the loader builds the model again and
+        # the clone of the patched model (its options, wrappers and patches) runs on that copy.
         clone = model.clone()
-        clone.model = copy.deepcopy(model.model)  # what deepclone_multigpu does, minus the device
+        clone.model = wan_tiny.load_model(os.path.join(fixture_dir, "model.safetensors")).model
         return clone
 
     patched = standin.apply_standin(base, adapter, inputs["ip_latent"])
