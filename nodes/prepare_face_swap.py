@@ -77,38 +77,45 @@ class PrepareFaceSwapVideo(io.ComfyNode):
     @classmethod
     def execute(cls, images, identity, align=True, dilation=face_swap.DILATION, feather=face_swap.FEATHER,
                 face_mask=None) -> io.NodeOutput:
-        check_frames(images, "Prepare Face Swap Video")
-        n, h, w = images.shape[:3]
-        geometry = face_swap.video_geometry(n, h, w)
-        masks = None
-        if face_mask is not None:
-            masks = face_mask if face_mask.ndim == 3 else face_mask.reshape((-1,) + tuple(face_mask.shape[-2:]))
-            masks = masks.detach().float().cpu().numpy()
-        frames = images.detach().cpu()
-        if frames.dtype != torch.float32:
-            frames = frames.float()
-        if not torch.isfinite(frames[:geometry.length]).all():
-            raise ValueError("The video frames contain NaN or infinite values: check the node that made them.")
-        image, alpha = identity_reference(identity)
-        reference = face_swap.swap_reference(image, alpha)
-
+        out, out_masks, result = prepare(images, identity, align, dilation, feather, face_mask)
+        g = result.geometry
         device = comfy.model_management.intermediate_device()
-        out = torch.empty((geometry.length, geometry.height, geometry.width, 3), dtype=torch.float32)
-        out_masks = torch.empty((geometry.length, geometry.height, geometry.width), dtype=torch.float32)
-        pbar = comfy.utils.ProgressBar(geometry.length)
-
-        def progress(i):
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            pbar.update_absolute(i + 1, geometry.length)
-
-        result = face_swap.swap_video(frames.numpy(), reference, face_masks=masks, align=align, dilation=dilation,
-                                      feather=feather, out_frames=out.numpy(), out_masks=out_masks.numpy(),
-                                      progress=progress)
-        swapped = sum(1 for i in result.infos if i.face_box is not None)
-        log.info("Prepare Face Swap Video: %dx%d, %d frames, face swapped in %d (%d aligned)", geometry.width,
-                 geometry.height, geometry.length, swapped, sum(1 for i in result.infos if i.aligned))
         preview = ui.PreviewImage(out[:1], cls=cls).as_dict()
         if result.warnings:
             preview["text"] = list(result.warnings)
-        return io.NodeOutput(out.to(device), out_masks.to(device), geometry.width, geometry.height,
-                             geometry.length, ui=preview)
+        return io.NodeOutput(out.to(device), out_masks.to(device), g.width, g.height, g.length, ui=preview)
+
+
+def prepare(images, identity, align=True, dilation=face_swap.DILATION, feather=face_swap.FEATHER, face_mask=None):
+    """What the node does, without its preview: (frames [L, h, w, 3], masks [L, h, w], SwapResult).
+    tests/prepare_face_swap.py runs this too."""
+    check_frames(images, "Prepare Face Swap Video")
+    n, h, w = images.shape[:3]
+    geometry = face_swap.video_geometry(n, h, w)
+    masks = None
+    if face_mask is not None:
+        masks = face_mask if face_mask.ndim == 3 else face_mask.reshape((-1,) + tuple(face_mask.shape[-2:]))
+        masks = masks.detach().float().cpu().numpy()
+    frames = images.detach().cpu()
+    if frames.dtype != torch.float32:
+        frames = frames.float()
+    if not torch.isfinite(frames[:geometry.length]).all():
+        raise ValueError("The video frames contain NaN or infinite values: check the node that made them.")
+    image, alpha = identity_reference(identity)
+    reference = face_swap.swap_reference(image, alpha)
+
+    out = torch.empty((geometry.length, geometry.height, geometry.width, 3), dtype=torch.float32)
+    out_masks = torch.empty((geometry.length, geometry.height, geometry.width), dtype=torch.float32)
+    pbar = comfy.utils.ProgressBar(geometry.length)
+
+    def progress(i):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        pbar.update_absolute(i + 1, geometry.length)
+
+    result = face_swap.swap_video(frames.numpy(), reference, face_masks=masks, align=align, dilation=dilation,
+                                  feather=feather, out_frames=out.numpy(), out_masks=out_masks.numpy(),
+                                  progress=progress)
+    swapped = sum(1 for i in result.infos if i.face_box is not None)
+    log.info("Prepare Face Swap Video: %dx%d, %d frames, face swapped in %d (%d aligned)", geometry.width,
+             geometry.height, geometry.length, swapped, sum(1 for i in result.infos if i.aligned))
+    return out, out_masks, result
