@@ -8,7 +8,7 @@ import torch
 
 import comfy.model_management
 import comfy.utils
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from . import face_swap
 from .objects import CATEGORY, NODE_PREFIX, IdentitySocket
@@ -64,7 +64,7 @@ class PrepareFaceSwapVideo(io.ComfyNode):
                                       "unchanged. One mask serves every frame."),
             ],
             outputs=[
-                io.Image.Output("images", display_name="images",
+                io.Image.Output("pasted_images", display_name="images",
                                 tooltip="The cropped, trimmed frames with the reference pasted in: VAE-encode these."),
                 io.Mask.Output("mask", display_name="mask",
                                tooltip="Per frame, where the reference was pasted (the warped alpha), 1 = swapped."),
@@ -80,10 +80,9 @@ class PrepareFaceSwapVideo(io.ComfyNode):
         out, out_masks, result = prepare(images, identity, align, dilation, feather, face_mask)
         g = result.geometry
         device = comfy.model_management.intermediate_device()
-        preview = ui.PreviewImage(out[:1], cls=cls).as_dict()
-        if result.warnings:
-            preview["text"] = list(result.warnings)
-        return io.NodeOutput(out.to(device), out_masks.to(device), g.width, g.height, g.length, ui=preview)
+        # The warnings (frames without a face, cropping) are shown on the node.
+        shown = {"text": list(result.warnings)} if result.warnings else None
+        return io.NodeOutput(out.to(device), out_masks.to(device), g.width, g.height, g.length, ui=shown)
 
 
 def prepare(images, identity, align=True, dilation=face_swap.DILATION, feather=face_swap.FEATHER, face_mask=None):

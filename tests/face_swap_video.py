@@ -123,3 +123,14 @@ def write_video(path: str, frames: np.ndarray, fps: int = 16) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def write_workflow_input(input_dir: str) -> str:
+    """The source video the face-swap example workflow loads, small enough for tiny models: 72x70,
+    7 frames, which Prepare Face Swap Video crops to 64x64 and trims to 5."""
+    import os
+    from make_workflows import FACE_SWAP_VIDEO
+    frames, _ = make_video(7, 72, 70)
+    path = os.path.join(input_dir, FACE_SWAP_VIDEO)
+    write_video(path, frames, fps=16)
+    return path
