@@ -271,7 +271,6 @@ class FaceSwapper:
         """Writes the pasted frame into ``out`` and its mask into ``out_mask`` (both preallocated,
         may be views); ``face_mask`` (HxW, 1 = the face to replace) selects the face and stands in
         for the official face-parsing mask. Returns what was done."""
-        h, w = frame.shape[:2]
         out[...] = frame
         out_mask[...] = 0.0
         hint = None
@@ -279,7 +278,7 @@ class FaceSwapper:
             hint = _mask_box(face_mask)
             if hint is None:
                 return FrameInfo(None, warning="the face MASK is empty in this frame; it is left unchanged")
-        faces = [f for f in detect_faces(self.net, to_uint8(frame), self.confidence)]
+        faces = detect_faces(self.net, to_uint8(frame), self.confidence)
         chosen = self._pick(faces, hint)
         if chosen is None and hint is None:
             return FrameInfo(None, warning="no face found; the frame is left unchanged")
@@ -384,8 +383,6 @@ def swap_video(frames, reference: SwapReference, face_masks=None, align: bool = 
     net = load_detector()
     swapper = FaceSwapper(reference, align=align, dilation=dilation, feather=feather, confidence=confidence, net=net)
     warnings = list(reference.warnings)
-    if align and reference.keypoints is None:
-        pass  # said in reference.warnings
     infos, skipped = [], []
     for i in range(g.length):
         frame = np.asarray(frames[i][g.y0:g.y0 + g.height, g.x0:g.x0 + g.width], np.float32)

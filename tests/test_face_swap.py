@@ -183,10 +183,8 @@ def test_restore_background_keeps_the_source_outside_and_matches_colours(fs, vid
     assert core.any()
     plain = np.empty_like(source)
     fs.restore_frame(generated, source, mask, plain, dilation=25, feather=51, color_match=0.0)
-    target = aligned.frames[3][core].std()
     # Colour matching moves the washed-out face's contrast back towards the source's.
     assert abs(out[core].std() - source[core].std()) < abs(plain[core].std() - source[core].std())
-    assert target > 0
     empty = np.empty_like(source)
     fs.restore_frame(generated, source, np.zeros_like(mask), empty)
     assert np.array_equal(empty, source)
