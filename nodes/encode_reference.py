@@ -141,7 +141,8 @@ class EncodeReferenceFace(io.ComfyNode):
             latent=latent.to(device="cpu", dtype=torch.float32), image=pixels,
             vae_kind=vae_kind(vae), latent_channels=int(latent.shape[1]),
             face_box=prepared.face_box, crop=prepared.crop, detector=prepared.detector,
-            warnings=tuple(notes))
+            warnings=tuple(notes),
+            alpha=None if prepared.mask is None else torch.from_numpy(prepared.mask.astype(np.float32)))
         preview = ui.PreviewImage(pixels, cls=cls).as_dict()
         if notes:
             preview["text"] = notes

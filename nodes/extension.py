@@ -6,8 +6,12 @@ from .apply_identity import ApplyRSACPM
 from .encode_reference import EncodeReferenceFace
 from .load_adapter import LoadIdentityAdapter, register_model_folder
 from .sample_video import SampleVideo
+from .prepare_face_swap import PrepareFaceSwapVideo
+from .face_swap_latent_mask import FaceSwapLatentMask
+from .restore_background import RestoreBackground
 
 NODES = [LoadIdentityAdapter, EncodeReferenceFace, ApplyRSACPM, SampleVideo]
+NODES += [PrepareFaceSwapVideo, FaceSwapLatentMask, RestoreBackground]
 
 
 class StandInExtension(ComfyExtension):

@@ -38,6 +38,8 @@ class Identity:
 
     ``latent`` is the raw VAE latent ([1, 16, 1, h, w], before the model's process_latent_in),
     ``image`` exactly the pixels that were encoded ([1, H, W, 3] in [0, 1]).
+    ``alpha``: the person in ``image`` ([H, W] in [0, 1], 1 = person), the official RGBA
+    reference's alpha that face swap pastes through; None when the background was kept.
     """
     latent: torch.Tensor
     image: torch.Tensor
@@ -47,3 +49,4 @@ class Identity:
     crop: tuple | None = None
     detector: str = ""
     warnings: tuple = field(default_factory=tuple)
+    alpha: torch.Tensor | None = None

@@ -7,6 +7,7 @@ import logging
 import torch
 
 import comfy.model_management
+import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -41,6 +42,28 @@ def switch_index(sigmas: torch.Tensor, boundary: float) -> int:
         if float(sigmas[i]) < boundary:
             return i
     return steps
+
+
+def continue_masked(model, current: torch.Tensor, source: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+    """(noise, latent) that start a masked sampling run at ``sigma`` from the state the previous
+    stage left, with ``source`` staying the latent that is re-noised outside the mask.
+
+    A run starts from noise_scaling(sigma, noise, latent) = sigma * noise + (1 - sigma) * latent
+    (flow models) and re-noises ``latent`` with ``noise`` outside the mask at every step. The first
+    stage's output is its final state x divided by (1 - sigma) (inverse_noise_scaling). Choosing
+    latent = source and noise = (x - (1 - sigma) * source) / sigma starts the second run exactly at
+    x, and outside the mask, where x = sigma * n + (1 - sigma) * source, that noise is the original
+    noise n: the background follows the official force_background_consistency through both experts.
+    """
+    ms = model.get_model_object("model_sampling")
+    s = float(sigma)
+    if not isinstance(ms, comfy.model_sampling.CONST) or s <= 0.0 or s >= 1.0:
+        return torch.zeros_like(current), current
+    inner = model.model
+    state = inner.process_latent_in(current.float()) * (1.0 - s)
+    # ComfyUI leaves an all-zero latent unprocessed (inner_sample); so must this.
+    src = inner.process_latent_in(source.float()) if torch.count_nonzero(source) > 0 else source.float()
+    return (state - (1.0 - s) * src) / s, source
 
 
 def latent_to_rgb(model, samples: torch.Tensor) -> torch.Tensor:
@@ -145,19 +168,26 @@ class SampleVideo(io.ComfyNode):
         if model_2 is not None:
             k = switch_index(sigmas, switch_boundary)
             log.info("Sample Video: %d steps on model, %d on model_2 (switch at sigma %.3f)", k, total - k, switch_boundary)
-            stages = [(model, sigmas[:k + 1], noise),
-                      (model_2, sigmas[k:], torch.zeros_like(noise))]
-            stages = [s for s in stages if len(s[1]) > 1]
-            if stages[0][0] is model_2:
-                stages[0] = (model_2, sigmas, noise)
+            if k == 0:
+                stages = [(model_2, sigmas, noise)]
+            elif k < total:
+                # (Decided by the step index, not by object identity: the same model may be
+                # connected to both inputs.)
+                stages = [(model, sigmas[:k + 1], noise), (model_2, sigmas[k:], torch.zeros_like(noise))]
 
         current = samples
         offset = 0
-        for stage_model, stage_sigmas, stage_noise in stages:
+        for index, (stage_model, stage_sigmas, stage_noise) in enumerate(stages):
             def stage_callback(step, x0, x, _total, offset=offset):
                 callback(step + offset, x0, x, total)
+            start = current
+            if index > 0 and noise_mask is not None:
+                # Masked sampling re-noises the *source* latent outside the mask at every step, with
+                # the noise it was started from; the second expert must get both, not the first
+                # expert's output as its "source" (see continue_masked).
+                stage_noise, start = continue_masked(stage_model, current, samples, stage_sigmas[0])
             current = comfy.sample.sample_custom(stage_model, stage_noise, cfg, sampler, stage_sigmas, positive,
-                                                 negative, current, noise_mask=noise_mask,
+                                                 negative, start, noise_mask=noise_mask,
                                                  callback=stage_callback, disable_pbar=disable_pbar, seed=seed)
             offset += len(stage_sigmas) - 1
         out = latent.copy()

@@ -79,6 +79,8 @@ def comfy_server(tmp_path_factory):
     os.makedirs(os.path.join(base, "input"), exist_ok=True)
     Image.fromarray(data.astronaut()).save(os.path.join(base, "input", FACE))
     Image.fromarray(data.chelsea()).save(os.path.join(base, "input", CAT))
+    import face_swap_video  # the face-swap example workflow's source video
+    face_swap_video.write_workflow_input(os.path.join(base, "input"))
     server = ComfyServer(base).start()
     yield server
     server.stop()

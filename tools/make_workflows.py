@@ -117,10 +117,42 @@ def wan22_two_experts():
     return p
 
 
+FACE_SWAP_VIDEO = "standin_face_swap_source.mp4"
+FACE_SWAP_POSITIVE = ("A woman talks to the camera in a bright room, natural expressions and head movements, "
+                      "realistic, detailed face, soft natural light.")
+
+
+def wan21_face_swap():
+    """Face swap as the official infer_face_swap.py: the source video with the reference pasted
+    in, VAE-encoded, masked and re-noised at denoise 0.85 (20 steps, cfg 5, shift 5), then the
+    background restored from the source frames."""
+    p = {}
+    text_and_loaders(p)
+    p["3"]["inputs"]["text"] = FACE_SWAP_POSITIVE
+    model = identity_model(p, 1, "wan2.1_t2v_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    p.update({
+        "40": {"class_type": "LoadVideo", "inputs": {"file": FACE_SWAP_VIDEO}},
+        "41": {"class_type": "GetVideoComponents", "inputs": {"video": link(40)}},
+        "42": {"class_type": "StandIn_PrepareFaceSwapVideo", "inputs": {
+            "images": link(41), "identity": link(8), "align": True, "dilation": 10, "feather": 21}},
+        "43": {"class_type": "VAEEncode", "inputs": {"pixels": link(42), "vae": link(5)}},
+        "44": {"class_type": "StandIn_FaceSwapLatentMask", "inputs": {
+            "latent": link(43), "mask": link(42, 1), "threshold": 0.75}},
+        "45": {"class_type": "StandIn_RestoreBackground", "inputs": {
+            "images": link(13, 1), "source_images": link(41), "mask": link(42, 1), "dilation": 25,
+            "feather": 51, "color_match": 0.75}},
+    })
+    p["13"] = sample_video_node(model, denoise=0.85, latent=link(44))
+    save_video(p, link(45), "standin/wan21_face_swap")
+    p["20"]["inputs"]["fps"] = link(41, 2)  # the source video's frame rate
+    return p
+
+
 WORKFLOWS = {
     "standin_wan21_t2v_ksampler": (wan21_ksampler, "Stand-In identity text-to-video, Wan 2.1 T2V 14B, ComfyUI's KSampler"),
     "standin_wan21_t2v_sample_video": (wan21_sample_video, "Stand-In identity text-to-video, Wan 2.1 T2V 14B, Sample Video"),
     "standin_wan22_a14b_two_experts": (wan22_two_experts, "Stand-In identity text-to-video, Wan 2.2 T2V A14B high + low noise experts"),
+    "standin_wan21_face_swap": (wan21_face_swap, "Stand-In face swap, Wan 2.1 T2V 14B: source video, pasted reference, masked re-noising at denoise 0.85"),
 }
 
 
@@ -237,10 +269,12 @@ def with_widget_defaults(prompt: dict, object_info: dict) -> dict:
     return prompt
 
 
-def write(out_dir: str, object_info: dict) -> list[str]:
+def write(out_dir: str, object_info: dict, only=None) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for name, (make, title) in WORKFLOWS.items():
+        if only and name not in only:
+            continue
         prompt = with_widget_defaults(make(), object_info)
         prompt = {k: prompt[k] for k in sorted(prompt, key=int)}
         # API twins live in a subfolder: ComfyUI offers every top-level .json as a canvas template.
@@ -261,8 +295,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default="http://127.0.0.1:8188")
     parser.add_argument("--out", default=os.path.join(ROOT, "example_workflows"))
+    parser.add_argument("--only", action="append", choices=sorted(WORKFLOWS),
+                        help="write only this workflow (repeatable); default all")
     args = parser.parse_args(argv)
-    for path in write(args.out, fetch_object_info(args.server)):
+    for path in write(args.out, fetch_object_info(args.server), only=args.only):
         print(path)
 
 
