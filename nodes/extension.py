@@ -4,10 +4,12 @@ from comfy_api.latest import ComfyExtension, io
 
 from .apply_identity import ApplyRSACPM
 from .encode_reference import EncodeReferenceFace
+from .identity_similarity import IdentitySimilarity
 from .load_adapter import LoadIdentityAdapter, register_model_folder
 from .sample_video import SampleVideo
 
 NODES = [LoadIdentityAdapter, EncodeReferenceFace, ApplyRSACPM, SampleVideo]
+NODES.append(IdentitySimilarity)
 
 
 class StandInExtension(ComfyExtension):

@@ -115,7 +115,9 @@ def plot_scores(per_frame, threshold: float, title: str = "", subtitle: str = ""
             d.line([(x, my), (min(x + 2, x1), my)], fill=MEAN, width=1)
             x += 6
         ml = f"mean {mean:.3f}"
-        d.text((x0 + 6 * scale, my - 17 * scale), ml, font=f_small, fill=MEAN)
+        # Above the line, unless that would cover the top of the chart where good scores sit.
+        ly = my + 4 * scale if my - y0 < 30 * scale else my - 17 * scale
+        d.text((x0 + 6 * scale, ly), ml, font=f_small, fill=MEAN)
 
     # The series: segments between consecutive frames that both have a face.
     w_line = max(2, int(2.5 * scale))
@@ -142,7 +144,7 @@ def plot_scores(per_frame, threshold: float, title: str = "", subtitle: str = ""
             d.text((x - _text_w(d, label, f_small) / 2, y1 + 7 * scale), label, font=f_small, fill=MUTED)
     xl = "frame"
     d.text(((x0 + x1) / 2 - _text_w(d, xl, f_label) / 2, height - 22 * scale), xl, font=f_label, fill=AXIS)
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)
 
 
 def plot_score(score, width: int = 1024, height: int = 400) -> np.ndarray:
