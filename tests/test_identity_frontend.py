@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(frontend.chromium_path() is None,
 NODE = "StandIn_IdentitySimilarity"
 
 
-def test_figures_show_on_the_node_after_a_run(comfy_server):
+def test_figures_show_on_the_node_after_a_run(comfy_server, tmp_path):
     async def check(cdp):
         await cdp.wait_for(f"!!window.LiteGraph && !!LiteGraph.registered_node_types[{json.dumps(NODE)}]")
         await cdp.evaluate(
@@ -34,6 +34,12 @@ def test_figures_show_on_the_node_after_a_run(comfy_server):
         await cdp.wait_for("window.__sim.widgets.find(w => w.name === 'figures').value.includes('faces found')",
                            timeout=120)
         after = await cdp.evaluate("window.__sim.widgets.find(w => w.name === 'figures').value")
+        await cdp.evaluate("(() => { const s = window.__sim; s.size = [640, 760];"
+                           " window.app.canvas.ds.offset = [40, 40]; window.app.canvas.ds.scale = 1;"
+                           " window.app.graph.setDirtyCanvas(true, true); })()")
+        # The frontend opens its template browser on a first visit: close it to see the canvas.
+        await cdp.evaluate("document.querySelectorAll('.p-dialog-mask').forEach(e => e.remove())")
+        await cdp.screenshot(str(tmp_path / "identity_node.png"))
         return before, prompt, after
 
     with frontend.Frontend(comfy_server.url) as fe:
@@ -43,3 +49,4 @@ def test_figures_show_on_the_node_after_a_run(comfy_server):
     assert "figures" not in sim["inputs"] and sim["inputs"]["embedder"] == "dlib"
     # The photo against itself: one frame, one face, similarity 1.
     assert "faces found: 1/1 frames (100%)" in after and "mean 1.000" in after, after
+    assert (tmp_path / "identity_node.png").stat().st_size > 10_000

@@ -13,7 +13,9 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       onNodeCreated?.apply(this, arguments);
       const widget = ComfyWidgets.STRING(this, "figures", ["STRING", { multiline: true }], app).widget;
-      widget.serialize = false; // output only: never saved into the workflow
+      // Output only: kept out of the saved workflow (serialize) and of the queued prompt (options).
+      widget.serialize = false;
+      widget.options = { ...(widget.options ?? {}), serialize: false };
       if (widget.inputEl) {
         widget.inputEl.readOnly = true;
         widget.inputEl.placeholder = "Figures appear here after a run.";
