@@ -201,3 +201,10 @@ def test_command_line_prints_one_json_line(fe, tmp_path, astronaut_video):
     assert data["per_frame"][1] is None and data["per_frame"][2] is None and data["min"] >= 0.92
     with Image.open(tmp_path / "plot.png") as im:
         assert im.size == (1024, 400)
+
+
+def test_arcface_file_is_in_the_manifest(fe):
+    manifest = conftest.pack_module("manifest")
+    entry = manifest.find(fe.ARCFACE_FILE)
+    assert entry is not None and entry.folder == "standin" and entry.url == fe.ARCFACE_URL
+    assert entry.kind == "face_embedder"
