@@ -208,3 +208,17 @@ def test_arcface_file_is_in_the_manifest(fe):
     entry = manifest.find(fe.ARCFACE_FILE)
     assert entry is not None and entry.folder == "standin" and entry.url == fe.ARCFACE_URL
     assert entry.kind == "face_embedder"
+
+
+def test_arcface_path_runs_a_model_file_in_its_real_format(fe, tmp_path, astronaut_video):
+    """A random-weight network with ArcFace's interface (tests/make_tiny_arcface.py), named as the
+    real file: auto prefers it, it loads (onnxruntime or OpenCV) and scores every frame with a face."""
+    import shutil
+    shutil.copy(os.path.join(HERE, "data", "tiny_arcface_random.onnx"), tmp_path / fe.ARCFACE_FILE)
+    embedder = fe.load_embedder("auto", [str(tmp_path)])
+    assert embedder.kind == "arcface" and embedder.name == "arcface:" + fe.ARCFACE_FILE
+    score = fe.score_video(identity_media.astronaut(), astronaut_video[4:8], embedder)
+    assert score.no_face_frames == [1, 2] and score.faces == 2
+    assert all(-1.0 <= v <= 1.0 for v in score.scored) and score.threshold == fe.THRESHOLDS["arcface"]
+    same = fe.score_video(identity_media.astronaut(), identity_media.astronaut()[None], embedder)
+    assert same.per_frame[0] == pytest.approx(1.0, abs=1e-6)
