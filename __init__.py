@@ -7,5 +7,8 @@ needs ComfyUI or a parent package is imported then.
 
 import importlib.util
 
+# Browser extensions (web/*.js) ComfyUI serves to its frontend.
+WEB_DIRECTORY = "./web"
+
 if __package__ and importlib.util.find_spec("comfy_api") is not None:
     from .nodes.extension import comfy_entrypoint  # noqa: F401

@@ -4,6 +4,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .apply_identity import ApplyRSACPM
 from .encode_reference import EncodeReferenceFace
+from .identity_similarity import IdentitySimilarity
 from .load_adapter import LoadIdentityAdapter, register_model_folder
 from .sample_video import SampleVideo
 from .prepare_face_swap import PrepareFaceSwapVideo
@@ -12,6 +13,7 @@ from .restore_background import RestoreBackground
 
 NODES = [LoadIdentityAdapter, EncodeReferenceFace, ApplyRSACPM, SampleVideo]
 NODES += [PrepareFaceSwapVideo, FaceSwapLatentMask, RestoreBackground]
+NODES.append(IdentitySimilarity)
 
 
 class StandInExtension(ComfyExtension):

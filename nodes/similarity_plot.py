@@ -1,0 +1,156 @@
+"""A readable chart of identity similarity over a video's frames, drawn with Pillow.
+
+Similarity per frame as a line with dots (green at or above the threshold, red below), the
+threshold as a dashed line, the mean as a dotted one, and frames without a face as grey
+bands along the bottom marked "no face". The y axis runs from a round value below the
+lowest point (and the threshold) to 1.0, so charts of different seeds read alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+BG = (250, 250, 252)
+PANEL = (255, 255, 255)
+GRID = (228, 230, 236)
+AXIS = (90, 94, 104)
+TEXT = (34, 38, 46)
+MUTED = (110, 116, 128)
+LINE = (52, 101, 164)
+GOOD = (46, 150, 84)
+BAD = (212, 58, 50)
+THRESH = (212, 58, 50)
+MEAN = (52, 101, 164)
+NOFACE = (205, 208, 215)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def _text_w(draw, text, font) -> float:
+    return draw.textlength(text, font=font)
+
+
+def _dashed_hline(draw, x0, x1, y, color, dash=8, gap=6, width=2):
+    x = x0
+    while x < x1:
+        draw.line([(x, y), (min(x + dash, x1), y)], fill=color, width=width)
+        x += dash + gap
+
+
+def y_range(values, threshold) -> tuple[float, float]:
+    lows = [v for v in values if v is not None] + [threshold]
+    lo = min(lows) - 0.05
+    lo = math.floor(lo * 10) / 10
+    return max(-1.0, min(lo, 0.9)), 1.0
+
+
+def plot_scores(per_frame, threshold: float, title: str = "", subtitle: str = "",
+                width: int = 1024, height: int = 400) -> np.ndarray:
+    """uint8 RGB [height, width, 3] chart of ``per_frame`` (floats, None = no face)."""
+    scale = max(1.0, width / 1024)
+    f_title, f_label, f_small = _font(int(20 * scale)), _font(int(14 * scale)), _font(int(12 * scale))
+    img = Image.new("RGB", (width, height), BG)
+    d = ImageDraw.Draw(img)
+
+    left, right = int(64 * scale), int(24 * scale)
+    top, bottom = int(66 * scale), int(48 * scale)
+    x0, x1, y0, y1 = left, width - right, top, height - bottom
+    d.rectangle([x0, y0, x1, y1], fill=PANEL, outline=GRID)
+    d.text((left, int(10 * scale)), title, font=f_title, fill=TEXT)
+    if subtitle:
+        d.text((left, int(36 * scale)), subtitle, font=f_label, fill=MUTED)
+
+    n = len(per_frame)
+    lo, hi = y_range(per_frame, threshold)
+
+    pad = 12 * scale  # keeps the first and last dots and the 1.0 line inside the panel
+
+    def px(i):
+        return x0 + pad + (x1 - x0 - 2 * pad) * (0.5 if n <= 1 else i / (n - 1))
+
+    def py(v):
+        return y1 - (y1 - y0 - pad) * (min(max(v, lo), hi) - lo) / (hi - lo)
+
+    # Grid and y labels every 0.1 (0.2 when the range is wide).
+    step = 0.1 if hi - lo <= 1.0 else 0.2
+    k = 0
+    while lo + k * step <= hi + 1e-9:
+        v = lo + k * step
+        y = py(v)
+        d.line([(x0, y), (x1, y)], fill=GRID, width=1)
+        label = f"{v:.1f}"
+        d.text((x0 - 8 * scale - _text_w(d, label, f_small), y - 7 * scale), label, font=f_small, fill=MUTED)
+        k += 1
+
+    # No-face frames: grey bands the width of one frame, labelled once.
+    half = (x1 - x0 - 2 * pad) / max(1, n - 1) / 2 if n > 1 else (x1 - x0) / 2
+    missing = [i for i, v in enumerate(per_frame) if v is None]
+    for i in missing:
+        d.rectangle([max(x0, px(i) - half), y0 + 1, min(x1, px(i) + half), y1 - 1], fill=NOFACE)
+    if missing:
+        label = "no face"
+        first = missing[0]
+        d.text((min(max(x0 + 4, px(first) - _text_w(d, label, f_small) / 2), x1 - 60 * scale), y1 - 18 * scale),
+               label, font=f_small, fill=AXIS)
+
+    # Threshold and mean.
+    ty = py(threshold)
+    _dashed_hline(d, x0, x1, ty, THRESH, width=max(1, int(2 * scale)))
+    tl = f"threshold {threshold:.2f}"
+    d.text((x1 - _text_w(d, tl, f_small) - 6 * scale, ty - 17 * scale), tl, font=f_small, fill=THRESH)
+    scored = [v for v in per_frame if v is not None]
+    if scored:
+        mean = float(np.mean(scored))
+        my = py(mean)
+        x = x0
+        while x < x1:
+            d.line([(x, my), (min(x + 2, x1), my)], fill=MEAN, width=1)
+            x += 6
+        ml = f"mean {mean:.3f}"
+        # Above the line, unless that would cover the top of the chart where good scores sit.
+        ly = my + 4 * scale if my - y0 < 30 * scale else my - 17 * scale
+        d.text((x0 + 6 * scale, ly), ml, font=f_small, fill=MEAN)
+
+    # The series: segments between consecutive frames that both have a face.
+    w_line = max(2, int(2.5 * scale))
+    for i in range(1, n):
+        a, b = per_frame[i - 1], per_frame[i]
+        if a is not None and b is not None:
+            d.line([(px(i - 1), py(a)), (px(i), py(b))], fill=LINE, width=w_line)
+    r = max(2.5, min(5.0, (x1 - x0) / max(n, 1) / 3)) * (1 if scale == 1 else scale)
+    for i, v in enumerate(per_frame):
+        if v is None:
+            continue
+        c = GOOD if v >= threshold else BAD
+        d.ellipse([px(i) - r, py(v) - r, px(i) + r, py(v) + r], fill=c, outline=PANEL)
+
+    # x axis: frame numbers at round steps.
+    d.line([(x0, y1), (x1, y1)], fill=AXIS, width=1)
+    if n:
+        target = max(1, (n - 1) // 8)
+        nice = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10**9) if s >= target)
+        for i in list(range(0, n, nice)) + ([n - 1] if (n - 1) % nice else []):
+            x = px(i)
+            d.line([(x, y1), (x, y1 + 4 * scale)], fill=AXIS, width=1)
+            label = str(i)
+            d.text((x - _text_w(d, label, f_small) / 2, y1 + 7 * scale), label, font=f_small, fill=MUTED)
+    xl = "frame"
+    d.text(((x0 + x1) / 2 - _text_w(d, xl, f_label) / 2, height - 22 * scale), xl, font=f_label, fill=AXIS)
+    return np.array(img, dtype=np.uint8)
+
+
+def plot_score(score, width: int = 1024, height: int = 400) -> np.ndarray:
+    """Chart of an IdentityScore (face_embed.score_video's result)."""
+    f = (lambda v: "n/a" if v is None else f"{v:.3f}")
+    title = f"Identity similarity  ·  mean {f(score.mean)}   min {f(score.min)}   p10 {f(score.low)}"
+    subtitle = (f"{score.embedder} cosine vs reference · faces in {score.faces}/{score.frames} frames"
+                f" · {score.below} below threshold")
+    return plot_scores(score.per_frame, score.threshold, title, subtitle, width, height)
