@@ -4,8 +4,8 @@
     python tests/bench_keypath.py [--tokens 32760] [--ref-tokens 1024] [--dim 5120] [--reps 9]
 
 ``concat``: RoPE, cast to the compute dtype, then ``torch.cat`` with the reference keys (the
-first version of the pack); ``into``: RoPE written straight into the [video; reference] buffer
-(what ``standin_block_forward`` does now); ``plain``: RoPE and cast alone, what Wan's own block
+first version of the pack, and again now, at the attention call); ``into``: RoPE written straight into the [video; reference] buffer
+(what the pack's own copy of Wan's block did before the video ran ComfyUI's block); ``plain``: RoPE and cast alone, what Wan's own block
 does with its keys. Both CFG rows. Interleaved in rotating order; medians, fastest runs and
 page faults per call. The two outputs are checked to be bit for bit equal. Not a test.
 (The buffers are allocated in the timed calls, so a warm-up round precedes the timed ones.)
