@@ -49,13 +49,31 @@ def with_defaults(prompt: dict, object_info: dict) -> dict:
     a newer canvas queues for it (which adds the inputs that ComfyUI added, at their defaults)."""
     out = copy.deepcopy(prompt)
     for node in out.values():
-        info = object_info[node["class_type"]]
-        for section in ("required", "optional"):
-            for name, spec in info["input"].get(section, {}).items():
-                opts = spec[1] if len(spec) > 1 else {}
-                if name not in node["inputs"] and is_widget(spec) and "default" in opts:
-                    node["inputs"][name] = opts["default"]
+        declared = set()
+        _fill_defaults(node["inputs"], object_info[node["class_type"]]["input"], "", declared)
+        # Values the canvas sends for widgets of its own (e.g. a newer frontend's
+        # "video-preview" on Load Video) are no input of the node: the server ignores them.
+        for key in set(node["inputs"]) - declared:
+            del node["inputs"][key]
     return out
+
+
+def _fill_defaults(inputs: dict, sections: dict, prefix: str, declared: set) -> None:
+    for section in ("required", "optional"):
+        for name, spec in sections.get(section, {}).items():
+            opts = spec[1] if len(spec) > 1 else {}
+            key = prefix + name
+            declared.add(key)
+            if key not in inputs and is_widget(spec):
+                if "default" in opts:
+                    inputs[key] = opts["default"]
+                elif opts.get("options") and isinstance(opts["options"][0], dict):
+                    inputs[key] = opts["options"][0]["key"]
+            # A V3 dynamic combo: the chosen option's own inputs are queued as "name.input".
+            if str(spec[0]).startswith("COMFY_DYNAMICCOMBO") and key in inputs:
+                for option in opts.get("options", []):
+                    if option.get("key") == inputs[key]:
+                        _fill_defaults(inputs, option.get("inputs", {}), key + ".", declared)
 
 
 def ui_to_api(ui: dict, object_info: dict) -> dict:
