@@ -3,11 +3,14 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .apply_identity import ApplyRSACPM
+from .consent_record import ConsentRecord
 from .encode_reference import EncodeReferenceFace
 from .load_adapter import LoadIdentityAdapter, register_model_folder
 from .sample_video import SampleVideo
+from .save_labelled import SaveLabelledImage, SaveLabelledVideo
 
 NODES = [LoadIdentityAdapter, EncodeReferenceFace, ApplyRSACPM, SampleVideo]
+NODES += [ConsentRecord, SaveLabelledVideo, SaveLabelledImage]  # consent, labelled output, audit (issue 12)
 
 
 class StandInExtension(ComfyExtension):

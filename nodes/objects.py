@@ -47,3 +47,5 @@ class Identity:
     crop: tuple | None = None
     detector: str = ""
     warnings: tuple = field(default_factory=tuple)
+    # A consent.ConsentRecord attached by the Consent Record node, or None.
+    consent: object | None = None
