@@ -518,6 +518,7 @@ def describe_generation(prompt: dict | None, node_id: str | None, resolve_model=
     return out
 
 
+# (c2pa-python stores a JSON list of small integers as a CBOR byte string, so sizes are "WxH".)
 def identity_record(identity, include_image: bool = False) -> dict:
     """The reference's sha256 (of the exact 8-bit pixels the model saw, never the pixels
     themselves unless asked) and the consent record."""
@@ -525,7 +526,7 @@ def identity_record(identity, include_image: bool = False) -> dict:
         return {"reference": None, "consent": None}
     image = np.asarray(identity.image[0].detach().cpu().float().numpy() if hasattr(identity.image, "detach")
                        else identity.image[0])
-    reference = {"sha256_rgb8": sha256_pixels(image), "size": [int(image.shape[1]), int(image.shape[0])],
+    reference = {"sha256_rgb8": sha256_pixels(image), "size": f"{image.shape[1]}x{image.shape[0]}",
                  "detector": getattr(identity, "detector", "") or None}
     if include_image:
         import base64
