@@ -75,7 +75,7 @@ class ConsentRecord(io.ComfyNode):
                                 tooltip="Optional: the day consent was given, YYYY-MM-DD."),
             ],
             outputs=[
-                IdentitySocket.Output("identity", display_name="identity",
+                IdentitySocket.Output("identity_with_consent", display_name="identity",
                                       tooltip="The same identity, carrying the consent record."),
             ],
         )
