@@ -81,7 +81,10 @@ class ConsentRecord(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, subject, purpose, valid_until, document_id, document_sha256, granted_on=""):
+    def validate_inputs(cls, subject=None, purpose=None, valid_until=None, document_id=None,
+                        document_sha256=None, granted_on=""):
+        if None in (subject, purpose, valid_until, document_id, document_sha256):
+            return True  # a field comes from another node: execute checks it once it is known
         try:
             consent.make_record(subject, purpose, valid_until, document_id, document_sha256, granted_on or "")
         except consent.ConsentError as e:

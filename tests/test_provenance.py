@@ -125,6 +125,10 @@ def test_expired_consent_is_refused_at_the_record_and_before_sampling(comfy_dirs
         valid_record(valid_until=yesterday)
     message = consent_record.ConsentRecord.validate_inputs("Jane", "ad", yesterday, "C-1", "")
     assert isinstance(message, str) and "expired" in message
+    # A field wired from another node is not known at validation; execute checks it then.
+    assert consent_record.ConsentRecord.validate_inputs("Jane", "ad", None, "C-1", "") is True
+    with pytest.raises(ValueError, match="expired"):
+        consent_record.ConsentRecord.execute(make_identity(), "Jane", "ad", yesterday, "C-1", "")
     # A record that was valid when attached and has expired since: Apply refuses it, before it
     # touches the model (None here would fail on first use) -- whatever the policy says.
     still_valid = valid_record(valid_until=TODAY.isoformat())

@@ -136,4 +136,7 @@ def test_twenty_prompts_back_to_back_give_twenty_audit_lines(server, tmp_path):
         assert line["reference"]["sha256_rgb8"] and line["consent"] is None
         assert {m["role"] for m in line["models"]} >= {"base_model", "standin_adapter", "vae"}
         assert all(m["sha256"] for m in line["models"])
+        face = os.path.join(server.base_dir, "input", FACE)
+        assert line["input_files"] == [{"name": FACE, "sha256": provenance.sha256_file(face), "node": "6",
+                                        "class_type": "LoadImage"}]
         assert line["seed"] == seeds[prompt_id]
