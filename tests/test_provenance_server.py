@@ -140,3 +140,16 @@ def test_twenty_prompts_back_to_back_give_twenty_audit_lines(server, tmp_path):
         assert line["input_files"] == [{"name": FACE, "sha256": provenance.sha256_file(face), "node": "6",
                                         "class_type": "LoadImage"}]
         assert line["seed"] == seeds[prompt_id]
+
+
+def test_the_new_nodes_are_listed_with_tooltips(server):
+    info = server.get("/object_info")
+    for node_id in ("StandIn_ConsentRecord", "StandIn_SaveLabelledVideo", "StandIn_SaveLabelledImage"):
+        node = info[node_id]
+        assert node["category"] == "Stand-In" and node["display_name"] and node["description"]
+        for section in ("required", "optional"):
+            for name, spec in node["input"].get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+        assert all(node["output_tooltips"])
+    assert info["StandIn_SaveLabelledVideo"]["output_node"] is True
+    assert info["StandIn_ConsentRecord"]["output"] == ["STANDIN_IDENTITY"]
