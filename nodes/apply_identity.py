@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from .consent_record import enforce as enforce_consent_policy, policy_fingerprint
 from .standin import LATENT_CHANNELS, StandInError, apply_standin
 from .objects import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
 
@@ -44,8 +45,13 @@ class ApplyRSACPM(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, **kwargs):
+        return policy_fingerprint()
+
+    @classmethod
     def execute(cls, model, adapter, identity, strength=1.0, start_percent=0.0,
                 end_percent=1.0) -> io.NodeOutput:
+        enforce_consent_policy(identity)  # before any sampling: expired or (policy) missing consent
         if identity.latent_channels != LATENT_CHANNELS:
             raise ValueError(
                 f"This identity was encoded by a VAE with {identity.latent_channels}-channel "

@@ -3,6 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .apply_identity import ApplyRSACPM
+from .consent_record import ConsentRecord
 from .encode_reference import EncodeReferenceFace
 from .identity_similarity import IdentitySimilarity
 from .load_adapter import LoadIdentityAdapter, register_model_folder
@@ -10,10 +11,12 @@ from .sample_video import SampleVideo
 from .prepare_face_swap import PrepareFaceSwapVideo
 from .face_swap_latent_mask import FaceSwapLatentMask
 from .restore_background import RestoreBackground
+from .save_labelled import SaveLabelledImage, SaveLabelledVideo
 
 NODES = [LoadIdentityAdapter, EncodeReferenceFace, ApplyRSACPM, SampleVideo]
 NODES += [PrepareFaceSwapVideo, FaceSwapLatentMask, RestoreBackground]
 NODES.append(IdentitySimilarity)
+NODES += [ConsentRecord, SaveLabelledVideo, SaveLabelledImage]  # consent, labelled output, audit
 
 
 class StandInExtension(ComfyExtension):

@@ -50,3 +50,5 @@ class Identity:
     detector: str = ""
     warnings: tuple = field(default_factory=tuple)
     alpha: torch.Tensor | None = None
+    # A consent.ConsentRecord attached by the Consent Record node, or None.
+    consent: object | None = None

@@ -5,7 +5,9 @@
 
 Starts ComfyUI (GPU when torch sees one, else CPU) on a private base directory (.demo/), copies
 a reference photo into its input folder, queues the example workflow with POST /prompt, follows
-it over the websocket, and copies the video it saved to --out.
+it over the websocket, and copies the video it saved to --out. The workflow saves through Save
+Labelled Video: the demo checks that the video's C2PA manifest reads back as AI-generated and
+valid (tools/verify_provenance.py) and that the audit log has the prompt's line.
 
 Weights: if COMFYUI_DIR names a ComfyUI whose models folder holds every file the workflow
 needs (see weights_manifest.json), those real weights are used (read in place through
@@ -83,6 +85,34 @@ def progress_printer(prompt: dict):
     return on_event
 
 
+def check_provenance(video: str, prompt_id: str, base: str) -> bool:
+    """The video came through Save Labelled Video: its C2PA manifest must read back as
+    AI-generated and valid, and the audit log must hold the prompt's line."""
+    import verify_provenance
+    provenance = verify_provenance.load_provenance()
+    report = provenance.verify(video)
+    if not report.ok or not report.ai_generated:
+        say(f"the saved video has no valid AI-generated C2PA manifest: {json.dumps(report.summary())[:2000]}")
+        return False
+    say(f"C2PA manifest {report.label}: valid, unmodified, digitalSourceType trainedAlgorithmicMedia, "
+        f"{'self-signed installation key' if report.self_signed else 'your certificate'}; "
+        f"models: {', '.join(m['name'] for m in report.generation.get('models', []))}")
+    audit_dir = os.path.join(base, "user", "__standin", "audit")
+    spec_path = os.path.join(ROOT, "nodes", "audit.py")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("standin_audit", spec_path)
+    audit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(audit)
+    entries, _ = audit.read(audit.AuditLog(audit_dir).files()) if os.path.isdir(audit_dir) else ([], 0)
+    mine = [e for e in entries if e.get("prompt_id") == prompt_id]
+    if not mine:
+        say(f"no audit line for prompt {prompt_id} in {audit_dir}")
+        return False
+    say(f"audit line for prompt {prompt_id} in {os.path.join(audit_dir, audit.LOG_NAME)} "
+        f"(output sha256 {mine[-1]['outputs'][0]['sha256'][:16]}...)")
+    return True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workflow", default="standin_wan21_t2v_sample_video")
@@ -141,6 +171,8 @@ def main(argv=None) -> int:
                         videos.append(os.path.join(base, item.get("type", "output"), item.get("subfolder", ""), item["filename"]))
         if not videos:
             say(f"the workflow finished but saved no video: {json.dumps(entry['outputs'])[:1000]}")
+            return 1
+        if not check_provenance(videos[0], prompt_id, base):
             return 1
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         shutil.copyfile(videos[0], args.out)

@@ -54,8 +54,11 @@ def text_and_loaders(prompt):
 def save_video(prompt, images_from, prefix):
     prompt.update({
         "20": {"class_type": "CreateVideo", "inputs": {"images": images_from, "fps": 16.0}},
-        "21": {"class_type": "SaveVideo", "inputs": {
-            "video": link(20), "filename_prefix": prefix, "format": "auto", "codec": "auto"}},
+        # The labelled save: ComfyUI's video saving plus a signed C2PA manifest and an audit line;
+        # the identity input lets the manifest name the reference and its consent record.
+        "21": {"class_type": "StandIn_SaveLabelledVideo", "inputs": {
+            "video": link(20), "filename_prefix": prefix, "format": "auto", "codec": "auto",
+            "visible_mark": False, "identity": link(8)}},
     })
 
 

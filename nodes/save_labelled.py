@@ -1,0 +1,219 @@
+"""Save Labelled Video / Image: ComfyUI's own saving, then a signed C2PA manifest saying the file
+is AI-generated and what made it, plain metadata for players that do not read C2PA, and a line
+in the audit log."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+
+import torch
+
+import folder_paths
+from comfy.cli_args import args
+from comfy_api.latest import InputImpl, Types, io, ui
+
+from . import audit, provenance
+from .consent_record import enforce, load_policy, state_dir
+from .objects import CATEGORY, NODE_PREFIX, IdentitySocket
+
+log = logging.getLogger(__name__)
+
+PLAIN_LABEL = ("AI-generated (digitalSourceType trainedAlgorithmicMedia) with Stand-In for ComfyUI; "
+               "C2PA manifest embedded.")
+# Containers C2PA can carry a manifest in, of those ComfyUI's video saving offers.
+VIDEO_FORMATS = [f for f in Types.VideoContainer.as_input() if f in ("auto", "mp4", "mov")]
+
+
+def _prompt_id() -> str | None:
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:
+        return None
+    context = get_executing_context()
+    return getattr(context, "prompt_id", None)
+
+
+def _resolve_input(name: str):
+    try:
+        path = folder_paths.get_annotated_filepath(name)
+    except Exception:  # unusual annotations: the entry says the file was not found
+        return None
+    return path if os.path.isfile(path) else None
+
+
+class Labeller:
+    """What both save nodes do around ComfyUI's own saving."""
+
+    def __init__(self, node_cls, identity):
+        if identity is not None:
+            enforce(identity)  # an expired record is not written into a manifest as if valid
+        self.policy = load_policy()
+        self.state = state_dir()
+        self.hidden = node_cls.hidden
+        self.identity = identity
+        self.key = provenance.signing_key(self.policy["signing"], os.path.join(self.state, "signing"))
+        cache = provenance.FileHashCache(os.path.join(self.state, "file_hashes.json"))
+        self.generation = provenance.describe_generation(
+            self.hidden.prompt, self.hidden.unique_id, resolve_model=folder_paths.get_full_path,
+            resolve_input=_resolve_input, hash_file=cache.sha256,
+            include_prompts=bool(self.policy["audit"]["include_prompts"]))
+        ident = provenance.identity_record(identity)
+        self.generation.update(ident)
+        self.generation["tool"] = {"name": provenance.TOOL_NAME, "version": provenance.TOOL_VERSION}
+        self.generation["prompt_id"] = _prompt_id()
+        if identity is None:
+            self.generation["note_identity"] = "no identity connected to the save node: reference and consent unknown"
+            log.warning("Stand-In labelled save: no identity connected, so the manifest cannot name the "
+                        "reference or the consent record; connect the identity you applied.")
+
+    def plain_metadata(self) -> dict:
+        """For players without C2PA: a readable label and the generation record."""
+        return {"comment": PLAIN_LABEL, "ai_generated": "trainedAlgorithmicMedia",
+                "standin_provenance": {k: self.generation.get(k) for k in ("tool", "seed", "reference", "consent")}
+                | {"models": [{"name": m["name"], "sha256": m["sha256"]} for m in self.generation["models"]]}}
+
+    def sign_and_log(self, paths: list[str], visible_mark: bool) -> tuple[list[dict], list[str]]:
+        results, notes = [], []
+        generation = dict(self.generation, visible_mark=bool(visible_mark))
+        for path in paths:
+            signed = provenance.sign_file(path, generation, self.key)
+            results.append({"path": path, "sha256": provenance.sha256_file(path),
+                            "manifest_label": signed.manifest_label, "bytes_added": signed.bytes_added})
+        what = self.key.describe()
+        notes.append(f"C2PA manifest signed ({what}): AI-generated (trainedAlgorithmicMedia).")
+        if self.key.self_signed:
+            notes.append("SELF-SIGNED: readers report the signer as untrusted; configure your own certificate "
+                         "in user/__standin/policy.json (signing.certificate / signing.private_key).")
+        if self.generation.get("consent"):
+            c = self.generation["consent"]
+            notes.append(f"Consent: {c['subject']} for '{c['purpose']}' until {c['valid_until']}.")
+        audit_cfg = self.policy["audit"]
+        if audit_cfg.get("enabled", True):
+            out_dir = folder_paths.get_output_directory()
+            entry = {
+                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                "prompt_id": self.generation.get("prompt_id"), "node_id": self.hidden.unique_id,
+                "outputs": [{"file": os.path.relpath(r["path"], out_dir), "sha256": r["sha256"],
+                             "manifest_label": r["manifest_label"]} for r in results],
+                "signer": {"self_signed": self.key.self_signed, "source": self.key.source},
+                "visible_mark": bool(visible_mark),
+                **{k: self.generation.get(k) for k in ("reference", "consent", "models", "input_files",
+                                                      "seeds", "seed", "settings", "tool")},
+            }
+            if audit_cfg.get("include_reference_image") and self.identity is not None:
+                entry["reference"] = provenance.identity_record(self.identity, include_image=True)["reference"]
+            log_dir = os.path.join(self.state, "audit")
+            audit.AuditLog(log_dir, audit_cfg.get("max_bytes", 10 * 2**20), audit_cfg.get("backups", 5)).append(entry)
+            notes.append(f"Audit line written to {os.path.join(log_dir, audit.LOG_NAME)}.")
+        return results, notes
+
+
+def _mark(images: torch.Tensor) -> torch.Tensor:
+    marked = provenance.visible_mark(images.detach().cpu().float().numpy())
+    return torch.from_numpy(marked).to(images.dtype)
+
+
+IDENTITY_TOOLTIP = ("The identity you applied (from Encode Reference Face or Consent Record): its reference "
+                    "sha256 and consent record go into the manifest. Optional, but without it the manifest "
+                    "cannot name them.")
+MARK_TOOLTIP = "Also draw a visible 'AI-generated' label in the lower right corner of every frame."
+
+
+class SaveLabelledVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_PREFIX + "SaveLabelledVideo",
+            display_name="Save Labelled Video (C2PA)",
+            category=CATEGORY,
+            description=("Saves the video exactly as Save Video does, then embeds a signed C2PA manifest "
+                         "marking it AI-generated (trainedAlgorithmicMedia) and naming the models and "
+                         "adapter with their sha256, the reference's sha256, the consent record, seed and "
+                         "settings; writes plain MP4 tags for players without C2PA, and a line in the "
+                         "audit log (user/__standin/audit). Check a file with tools/verify_provenance.py."),
+            inputs=[
+                io.Video.Input("video", tooltip="The video to save (e.g. from Create Video)."),
+                io.String.Input("filename_prefix", default="standin/labelled",
+                                tooltip="The prefix for the file to save, as in Save Video."),
+                io.Combo.Input("format", options=VIDEO_FORMATS, default="auto",
+                               tooltip="The container (C2PA manifests are embedded in MP4)."),
+                io.Combo.Input("codec", options=Types.VideoCodec.as_input(), default="auto",
+                               tooltip="The codec to use for the video."),
+                io.Boolean.Input("visible_mark", default=False, tooltip=MARK_TOOLTIP),
+                IdentitySocket.Input("identity", optional=True, tooltip=IDENTITY_TOOLTIP),
+            ],
+            outputs=[io.String.Output("provenance", display_name="provenance",
+                                      tooltip="What was signed, by which key (self-signed or yours), and where "
+                                              "the audit line went.")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo, io.Hidden.unique_id],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, video, filename_prefix, format, codec, visible_mark=False, identity=None) -> io.NodeOutput:
+        labeller = Labeller(cls, identity)
+        if visible_mark:
+            parts = video.get_components()
+            video = InputImpl.VideoFromComponents(Types.VideoComponents(
+                images=_mark(parts.images), audio=parts.audio, frame_rate=parts.frame_rate))
+        width, height = video.get_dimensions()
+        full_output_folder, filename, counter, subfolder, filename_prefix = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), width, height)
+        metadata = labeller.plain_metadata()
+        if not args.disable_metadata:
+            if cls.hidden.extra_pnginfo is not None:
+                metadata.update(cls.hidden.extra_pnginfo)
+            if cls.hidden.prompt is not None:
+                metadata["prompt"] = cls.hidden.prompt
+        file = f"{filename}_{counter:05}_.{Types.VideoContainer.get_extension(format)}"
+        path = os.path.join(full_output_folder, file)
+        video.save_to(path, format=format, codec=codec, metadata=metadata)
+        results, notes = labeller.sign_and_log([path], visible_mark)
+        for note in notes:
+            log.info("Save Labelled Video: %s", note)
+        preview = ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]).as_dict()
+        preview["text"] = notes
+        return io.NodeOutput("\n".join(notes), ui=preview)
+
+
+class SaveLabelledImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_PREFIX + "SaveLabelledImage",
+            display_name="Save Labelled Image (C2PA)",
+            category=CATEGORY,
+            description=("Saves PNGs exactly as Save Image does, then embeds a signed C2PA manifest in each "
+                         "marking it AI-generated and naming what made it; writes a line in the audit log."),
+            inputs=[
+                io.Image.Input("images", tooltip="The images to save."),
+                io.String.Input("filename_prefix", default="standin/labelled",
+                                tooltip="The prefix for the files to save, as in Save Image."),
+                io.Boolean.Input("visible_mark", default=False, tooltip=MARK_TOOLTIP),
+                IdentitySocket.Input("identity", optional=True, tooltip=IDENTITY_TOOLTIP),
+            ],
+            outputs=[io.String.Output("provenance", display_name="provenance",
+                                      tooltip="What was signed, by which key, and where the audit line went.")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo, io.Hidden.unique_id],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images, filename_prefix, visible_mark=False, identity=None) -> io.NodeOutput:
+        import nodes as comfy_nodes  # ComfyUI's nodes.py: its SaveImage writes the PNGs
+        labeller = Labeller(cls, identity)
+        if visible_mark:
+            images = _mark(images)
+        extra = dict(cls.hidden.extra_pnginfo or {})
+        extra.update(labeller.plain_metadata())
+        saved = comfy_nodes.SaveImage().save_images(images, filename_prefix, prompt=cls.hidden.prompt,
+                                                    extra_pnginfo=extra)
+        items = saved["ui"]["images"]
+        out_dir = folder_paths.get_output_directory()
+        paths = [os.path.join(out_dir, it["subfolder"], it["filename"]) for it in items]
+        results, notes = labeller.sign_and_log(paths, visible_mark)
+        for note in notes:
+            log.info("Save Labelled Image: %s", note)
+        return io.NodeOutput("\n".join(notes), ui={"images": items, "text": notes})
