@@ -1,0 +1,91 @@
+"""Errors and warnings where the user sees them, through a real ComfyUI server: bad sizes and a
+missing adapter refuse the whole prompt at queue time (HTTP 400, the frontend's error dialog),
+sizes that only exist at run time fail before sampling, warnings reach the node."""
+
+import pytest
+
+import tiny_models
+import workflows
+from comfy_server import PromptRejected
+
+from conftest import FACE
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server):
+    return comfy_server
+
+
+def tiny(name, **kw):
+    return tiny_models.tiny_variant(workflows.load_api(name), dit=tiny_models.TINY_DIT, adapter=tiny_models.TINY_ADAPTER,
+                                    vae=tiny_models.TINY_VAE, image=FACE, **kw)
+
+
+def refused(server, prompt):
+    """POST /prompt must answer 400 (nothing queued, nothing run); returns the node errors."""
+    before = len(server.get("/history") or {})
+    with pytest.raises(PromptRejected) as err:
+        server.queue(prompt)
+    assert err.value.status == 400, err.value.body
+    assert err.value.body["error"]["type"] == "prompt_outputs_failed_validation"
+    assert len(server.get("/history") or {}) == before
+    return err.value.body["node_errors"]
+
+
+def details(node_errors, node_id):
+    return " ".join(e["details"] for e in node_errors[node_id]["errors"])
+
+
+def execution_error(entry):
+    for kind, data in entry["status"]["messages"]:
+        if kind == "execution_error":
+            return data["node_id"], data["exception_message"]
+    return None, None
+
+
+def test_bad_video_size_is_refused_at_queue_time_with_the_sizes_to_use(server):
+    prompt = tiny("standin_wan21_t2v_sample_video")
+    prompt["13"]["inputs"].update(width=250, length=18)
+    errors = refused(server, prompt)
+    text = details(errors, "13")
+    assert "width 250 is not a multiple of 16 (use 240 or 256)" in text
+    assert "length 18 is not of the form 4n+1 (use 17 or 21 frames)" in text
+    # The reference preview branch (valid on its own) did not run either: the whole prompt is refused.
+    assert set(errors) == {"13"}
+    prompt["13"]["inputs"].update(width=64, height=8, length=5)
+    assert "height 8 is outside 16..8192" in details(refused(server, prompt), "13")
+
+
+def test_linked_video_size_fails_before_sampling(server):
+    """A size wired from another node is only known at run time: Sample Video fails when it
+    starts, before any sampling step."""
+    prompt = tiny("standin_wan21_t2v_sample_video")
+    prompt["30"] = {"class_type": "PrimitiveInt", "inputs": {"value": 250}}
+    prompt["13"]["inputs"]["width"] = ["30", 0]
+    events = []
+
+    async def on_event(event, session):
+        events.append(event)
+
+    import asyncio
+    _, end = asyncio.run(server.follow(prompt, on_event, timeout=600))
+    assert end["type"] == "execution_error", end
+    assert end["data"]["node_id"] == "13"
+    assert "width 250 is not a multiple of 16 (use 240 or 256)" in end["data"]["exception_message"]
+    assert not [e for e in events if e["type"] == "progress" and e["data"].get("node") == "13"]
+
+
+def test_a_connected_latent_makes_the_size_widgets_unused(server):
+    prompt = tiny("standin_wan21_t2v_sample_video")
+    prompt["30"] = {"class_type": "EmptyHunyuanLatentVideo",
+                    "inputs": {"width": 64, "height": 64, "length": 5, "batch_size": 1}}
+    prompt["13"]["inputs"].update(width=250, length=18, latent=["30", 0])
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "success", execution_error(entry)
+
+
+def test_a_valid_prompt_runs_unchanged(server):
+    """The hook leaves valid prompts alone: every output runs."""
+    entry = server.run(tiny("standin_wan21_t2v_sample_video"))
+    assert entry["status"]["status_str"] == "success", execution_error(entry)
+    assert {"9", "21"} <= set(entry["outputs"])
