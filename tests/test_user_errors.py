@@ -84,6 +84,17 @@ def test_a_connected_latent_makes_the_size_widgets_unused(server):
     assert entry["status"]["status_str"] == "success", execution_error(entry)
 
 
+def test_missing_adapter_refuses_the_whole_prompt_with_the_file_and_the_command(server):
+    prompt = tiny("standin_wan21_t2v_sample_video")
+    prompt["7"]["inputs"]["adapter_name"] = "Stand-In_wan2.1_T2V_14B.ckpt"
+    errors = refused(server, prompt)
+    text = details(errors, "7")
+    assert "Stand-In_wan2.1_T2V_14B.ckpt" in text and "huggingface.co/BowenXue/Stand-In" in text
+    assert "tools/download_weights.py" in text
+    # Without the hook ComfyUI would have run the preview branch (9) and answered 200.
+    assert set(errors) == {"7"}
+
+
 def test_a_valid_prompt_runs_unchanged(server):
     """The hook leaves valid prompts alone: every output runs."""
     entry = server.run(tiny("standin_wan21_t2v_sample_video"))
