@@ -33,7 +33,7 @@ def register_model_folder() -> None:
 def missing_adapter_message(name: str) -> str:
     folders = ", ".join(folder_paths.get_folder_paths(FOLDER))
     return (f"Stand-In adapter '{name}' is not in the adapter folders ({folders}). "
-            + manifest.where_to_get(name, FOLDER))
+            + manifest.where_to_get(name, FOLDER, folder_paths.models_dir))
 
 
 class LoadIdentityAdapter(io.ComfyNode):

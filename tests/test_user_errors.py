@@ -95,6 +95,23 @@ def test_missing_adapter_refuses_the_whole_prompt_with_the_file_and_the_command(
     assert set(errors) == {"7"}
 
 
+def test_the_printed_download_command_works_as_printed(server):
+    """The command at the end of the missing-adapter message runs from any folder and aims at
+    the server's own models folder (here --dry-run is added so nothing is fetched)."""
+    import os
+    import shlex
+    import subprocess
+    prompt = tiny("standin_wan21_t2v_sample_video")
+    prompt["7"]["inputs"]["adapter_name"] = "Stand-In_wan2.1_T2V_14B.ckpt"
+    text = details(refused(server, prompt), "7")
+    command = shlex.split(text.split("or run: ", 1)[1])
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_DIR"}
+    proc = subprocess.run(command + ["--dry-run"], cwd="/", env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    target = os.path.join(server.base_dir, "models", "standin", "Stand-In_wan2.1_T2V_14B.ckpt")
+    assert f"Stand-In_wan2.1_T2V_14B.ckpt: missing -> {target}" in proc.stdout
+
+
 def test_a_valid_prompt_runs_unchanged(server):
     """The hook leaves valid prompts alone: every output runs."""
     entry = server.run(tiny("standin_wan21_t2v_sample_video"))
