@@ -117,3 +117,78 @@ def test_a_valid_prompt_runs_unchanged(server):
     entry = server.run(tiny("standin_wan21_t2v_sample_video"))
     assert entry["status"]["status_str"] == "success", execution_error(entry)
     assert {"9", "21"} <= set(entry["outputs"])
+
+
+# ------------------------------------------------------------------------------------
+# Warnings on the node: ComfyUI's progress text (binary websocket message 3) and /history
+# ------------------------------------------------------------------------------------
+
+def progress_texts(server, prompt, timeout=300):
+    """Queue ``prompt`` with the websocket open; (end event, [(node_id, text)] of progress text)."""
+    import asyncio
+    import json
+    import struct
+    import time
+
+    import aiohttp
+
+    async def go():
+        texts = []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"ws://127.0.0.1:{server.port}/ws?clientId={server.client_id}") as ws:
+                prompt_id = await asyncio.get_running_loop().run_in_executor(None, server.queue, prompt)
+                deadline = time.time() + timeout
+                while time.time() < deadline:
+                    msg = await ws.receive(timeout=max(1.0, deadline - time.time()))
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        (kind,) = struct.unpack(">I", msg.data[:4])
+                        if kind == 3:  # BinaryEventTypes.TEXT: node id length, node id, text
+                            (n,) = struct.unpack(">I", msg.data[4:8])
+                            texts.append((msg.data[8:8 + n].decode(), msg.data[8 + n:].decode()))
+                    elif msg.type == aiohttp.WSMsgType.TEXT:
+                        event = json.loads(msg.data)
+                        if (event["type"] in server.END_EVENTS
+                                and event.get("data", {}).get("prompt_id") == prompt_id):
+                            return event, texts, prompt_id
+        raise TimeoutError("no end of execution")
+
+    return asyncio.run(go())
+
+
+def reference_prompt(image):
+    return {"1": {"class_type": "LoadImage", "inputs": {"image": image}},
+            "2": {"class_type": "VAELoader", "inputs": {"vae_name": tiny_models.TINY_VAE}},
+            "3": {"class_type": "StandIn_EncodeReferenceFace",
+                  "inputs": {"image": ["1", 0], "vae": ["2", 0], "detector": "auto", "white_background": True}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 1]}}}
+
+
+def test_reference_warnings_are_shown_on_the_node(server):
+    import os
+
+    from PIL import Image
+
+    from conftest import CAT
+    small = "standin_small_reference.png"
+    Image.open(os.path.join(server.base_dir, "input", FACE)).resize((152, 152)).save(
+        os.path.join(server.base_dir, "input", small))
+
+    end, texts, prompt_id = progress_texts(server, reference_prompt(small))
+    assert end["type"] == "execution_success", end
+    shown = [t for node, t in texts if node == "3"]
+    assert len(shown) == 1 and "The reference is only" in shown[0], texts
+    # /history keeps the same warnings in the node's UI output, for API users.
+    history = server.get(f"/history/{prompt_id}")[prompt_id]
+    assert any("The reference is only" in line for line in history["outputs"]["3"]["text"])
+
+    end, texts, _ = progress_texts(server, reference_prompt(CAT))
+    assert end["type"] == "execution_success", end
+    shown = [t for node, t in texts if node == "3"]
+    assert len(shown) == 1 and "No face found" in shown[0], texts
+
+    # A large enough reference shows nothing (the astronaut's face crop is 152 px at 512x512).
+    large = "standin_large_reference.png"
+    Image.open(os.path.join(server.base_dir, "input", FACE)).resize((1024, 1024)).save(
+        os.path.join(server.base_dir, "input", large))
+    end, texts, _ = progress_texts(server, reference_prompt(large))
+    assert end["type"] == "execution_success" and not [t for node, t in texts if node == "3"], texts
