@@ -1,0 +1,73 @@
+"""Node names, descriptions and tooltips in Japanese and Chinese, served by ComfyUI's custom node
+i18n endpoint (GET /i18n, read from the pack's locales/<lang>/nodeDefs.json) for every node of
+the pack, every input that has a tooltip and every output."""
+
+import json
+import os
+
+import pytest
+
+LANGS = ("ja", "zh")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def served(comfy_server):
+    return comfy_server.get("/i18n"), comfy_server.get("/object_info")
+
+
+def pack_nodes(object_info):
+    nodes = {k: v for k, v in object_info.items() if k.startswith("StandIn_")}
+    assert len(nodes) >= 8
+    return nodes
+
+
+def has_script(text, lang):
+    """Japanese has kana or kanji, Chinese has CJK ideographs: not an English string left as is."""
+    if lang == "ja":
+        return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
+    return any("\u4e00" <= c <= "\u9fff" for c in text)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_i18n_serves_every_node_input_and_output_of_the_pack(served, lang):
+    i18n, object_info = served
+    defs = i18n[lang]["nodeDefs"]
+    missing = []
+    for node_id, info in pack_nodes(object_info).items():
+        node = defs.get(node_id)
+        if node is None:
+            missing.append(node_id)
+            continue
+        for key in ("display_name", "description"):
+            if not has_script(node.get(key, ""), lang):
+                missing.append(f"{node_id}.{key}")
+        inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for name, spec in inputs.items():
+            if len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("tooltip"):
+                if not has_script(node.get("inputs", {}).get(name, {}).get("tooltip", ""), lang):
+                    missing.append(f"{node_id}.{name}")
+        # Nothing translated for an input the node no longer has (a rename left behind).
+        stale = set(node.get("inputs", {})) - set(inputs)
+        missing += [f"{node_id}.{name} (no such input)" for name in stale]
+        for index, tooltip in enumerate(info.get("output_tooltips", [])):
+            if tooltip and not has_script(node.get("outputs", {}).get(str(index), {}).get("tooltip", ""), lang):
+                missing.append(f"{node_id} output {index}")
+        extra = set(node.get("outputs", {})) - {str(i) for i in range(len(info["output"]))}
+        missing += [f"{node_id} output {k} (no such output)" for k in extra]
+    assert not missing, f"{lang}: untranslated or stale: {missing}"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_translations_keep_the_figures_and_file_names_of_the_english(served, lang):
+    """A tooltip's figures and file names (0.875, 4n+1, models/standin, ...) are facts: each
+    translation carries the same ones as the English."""
+    import re
+    i18n, object_info = served
+    token = re.compile(r"\d+\.\d+|4n\+1|[\w.-]+\.(?:onnx|safetensors|ckpt)|models/standin")
+    for node_id, info in pack_nodes(object_info).items():
+        inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for name, spec in inputs.items():
+            english = spec[1].get("tooltip", "") if len(spec) > 1 and isinstance(spec[1], dict) else ""
+            translated = i18n[lang]["nodeDefs"][node_id]["inputs"].get(name, {}).get("tooltip", "")
+            assert set(token.findall(english)) <= set(token.findall(translated)), (node_id, name, translated)
