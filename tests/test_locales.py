@@ -71,3 +71,57 @@ def test_translations_keep_the_figures_and_file_names_of_the_english(served, lan
             english = spec[1].get("tooltip", "") if len(spec) > 1 and isinstance(spec[1], dict) else ""
             translated = i18n[lang]["nodeDefs"][node_id]["inputs"].get(name, {}).get("tooltip", "")
             assert set(token.findall(english)) <= set(token.findall(translated)), (node_id, name, translated)
+
+
+I18N_JS = ("(() => { const v = document.getElementById('vue-app').__vue_app__;"
+           " return v._context.provides[v.__VUE_I18N_SYMBOL__].global; })()")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_frontend_in_that_language_shows_the_packs_node_names(comfy_server, tmp_path, lang):
+    """The real frontend (headless Chromium) with its Language set to Japanese or Chinese: a
+    shipped workflow's Stand-In nodes are titled and described in that language, and the
+    tooltips it shows on hover (looked up in its i18n messages) are the translations."""
+    import frontend
+    import workflows
+    if frontend.chromium_path() is None:
+        pytest.fail("Chromium is not installed (make test installs it where apt-get runs as root)")
+    with open(os.path.join(ROOT, "locales", lang, "nodeDefs.json"), encoding="utf-8") as f:
+        ours = json.load(f)
+    settings = comfy_server.get("/settings")
+    before = {key: settings.get(key) for key in ("Comfy.Locale", "Comfy.TutorialCompleted")}
+
+    async def check(cdp):
+        await cdp.wait_for(f"window.app.extensionManager?.setting?.get('Comfy.Locale') === '{lang}'")
+        name = "standin_wan21_t2v_sample_video"
+        payload = json.dumps(json.dumps(workflows.load_ui(name)))
+        await cdp.evaluate(f"window.app.loadGraphData(JSON.parse({payload}), true, true, {json.dumps(name)})")
+        shown = json.loads(await cdp.evaluate(
+            "JSON.stringify(Object.fromEntries(window.app.graph.nodes.filter(n => n.type.startsWith('StandIn_'))"
+            ".map(n => [n.type, {title: n.title, description: n.constructor.nodeData?.description}])))"))
+        shown["tooltips"] = json.loads(await cdp.evaluate(
+            f"(() => {{ const i18n = {I18N_JS}; return JSON.stringify(["
+            " i18n.t('nodeDefs.StandIn_SampleVideo.inputs.width.tooltip'),"
+            " i18n.t('nodeDefs.StandIn_EncodeReferenceFace.inputs.detector.tooltip'),"
+            " i18n.t('nodeDefs.StandIn_EncodeReferenceFace.outputs.1.tooltip')]); })()"))
+        await cdp.screenshot(str(tmp_path / f"canvas_{lang}.png"))
+        return shown
+
+    comfy_server.post("/settings/Comfy.Locale", lang)
+    comfy_server.post("/settings/Comfy.TutorialCompleted", True)  # no template browser over the canvas
+    try:
+        with frontend.Frontend(comfy_server.url) as fe:
+            shown = fe.run(check)
+    finally:
+        comfy_server.post("/settings/Comfy.Locale", before["Comfy.Locale"] or "en")
+        comfy_server.post("/settings/Comfy.TutorialCompleted", bool(before["Comfy.TutorialCompleted"]))
+    tooltips = shown.pop("tooltips")
+    assert {"StandIn_LoadIdentityAdapter", "StandIn_EncodeReferenceFace", "StandIn_ApplyRSACPM",
+            "StandIn_SampleVideo"} <= set(shown)
+    for node_type, seen in shown.items():
+        assert seen["title"] == ours[node_type]["display_name"], (node_type, seen)
+        assert seen["description"] == ours[node_type]["description"], (node_type, seen)
+    assert tooltips == [ours["StandIn_SampleVideo"]["inputs"]["width"]["tooltip"],
+                        ours["StandIn_EncodeReferenceFace"]["inputs"]["detector"]["tooltip"],
+                        ours["StandIn_EncodeReferenceFace"]["outputs"]["1"]["tooltip"]]
+    print("screenshot:", tmp_path / f"canvas_{lang}.png")
