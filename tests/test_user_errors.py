@@ -192,3 +192,16 @@ def test_reference_warnings_are_shown_on_the_node(server):
         os.path.join(server.base_dir, "input", large))
     end, texts, _ = progress_texts(server, reference_prompt(large))
     assert end["type"] == "execution_success" and not [t for node, t in texts if node == "3"], texts
+
+
+def test_running_only_other_outputs_is_left_alone(server):
+    """When the user runs only some outputs (the frontend's partial execution), a refused node
+    that none of them needs does not stop them: here the reference preview alone, with the
+    adapter missing."""
+    prompt = tiny("standin_wan21_t2v_sample_video")
+    prompt["7"]["inputs"]["adapter_name"] = "Stand-In_wan2.1_T2V_14B.ckpt"
+    answer = server.post("/prompt", {"prompt": prompt, "client_id": server.client_id,
+                                     "partial_execution_targets": ["9"]})
+    entry = server.wait(answer["prompt_id"])
+    assert entry["status"]["status_str"] == "success", execution_error(entry)
+    assert "9" in entry["outputs"] and "21" not in entry["outputs"]
