@@ -205,3 +205,56 @@ def test_running_only_other_outputs_is_left_alone(server):
     entry = server.wait(answer["prompt_id"])
     assert entry["status"]["status_str"] == "success", execution_error(entry)
     assert "9" in entry["outputs"] and "21" not in entry["outputs"]
+
+
+def test_in_the_frontend_a_missing_adapter_opens_the_error_dialog_and_warnings_show_on_the_node(server, tmp_path):
+    """Where the user sees them, in the real frontend (headless Chromium): Run with the adapter
+    missing opens ComfyUI's error dialog naming the file and the command (before, the preview
+    branch ran and the queue said "1 job completed"); a small reference's warning is drawn on
+    Encode Reference Face (the frontend's text preview widget, filled from the progress text).
+    (A width of 250 cannot be typed on the canvas: the widget snaps to its step of 16. Sizes
+    are refused at queue time over the API, tested above.)"""
+    import json
+    import os
+
+    from PIL import Image
+
+    import frontend
+    if frontend.chromium_path() is None:
+        pytest.fail("Chromium is not installed (make test installs it where apt-get runs as root)")
+    small = "standin_small_reference.png"
+    Image.open(os.path.join(server.base_dir, "input", FACE)).resize((152, 152)).save(
+        os.path.join(server.base_dir, "input", small))
+    bad = tiny("standin_wan21_t2v_sample_video")
+    bad["7"]["inputs"]["adapter_name"] = "Stand-In_wan2.1_T2V_14B.ckpt"
+    settings = server.get("/settings")
+    tutorial = bool(settings.get("Comfy.TutorialCompleted"))
+    server.post("/settings/Comfy.TutorialCompleted", True)
+
+    async def check(cdp):
+        await cdp.evaluate(f"window.app.loadApiJson(JSON.parse({json.dumps(json.dumps(bad))}), 'bad_size')")
+        await cdp.evaluate("window.app.queuePrompt(0, 1)")
+        await cdp.wait_for("document.body.innerText.includes('Prompt outputs failed validation') && "
+                           "document.body.innerText.includes('Stand-In_wan2.1_T2V_14B.ckpt') && "
+                           "document.body.innerText.includes('download_weights.py')", timeout=60)
+        await cdp.screenshot(str(tmp_path / "error_dialog.png"))
+        await cdp.call("Input.dispatchKeyEvent", type="keyDown", key="Escape", code="Escape",
+                       windowsVirtualKeyCode=27)
+        await cdp.call("Input.dispatchKeyEvent", type="keyUp", key="Escape", code="Escape",
+                       windowsVirtualKeyCode=27)
+        ref = json.dumps(json.dumps(reference_prompt(small)))
+        await cdp.evaluate(f"window.app.loadApiJson(JSON.parse({ref}), 'small_reference')")
+        await cdp.evaluate("window.app.queuePrompt(0, 1)")
+        condition = ("window.app.graph.nodes.some(n => n.type === 'StandIn_EncodeReferenceFace' && "
+                     "(n.widgets || []).some(w => w.name === '$$node-text-preview' && "
+                     "String(w.value).includes('The reference is only')))")
+        await cdp.wait_for(condition, timeout=120)
+        await cdp.screenshot(str(tmp_path / "warning_on_node.png"))
+        return True
+
+    try:
+        with frontend.Frontend(server.url) as fe:
+            assert fe.run(check, timeout=300)
+    finally:
+        server.post("/settings/Comfy.TutorialCompleted", tutorial)
+    print("screenshots:", tmp_path)
