@@ -13,6 +13,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from . import face
+from .notify import show_on_node
 from .load_adapter import FOLDER
 from .standin import LATENT_CHANNELS
 from .objects import CATEGORY, NODE_PREFIX, Identity, IdentitySocket
@@ -132,6 +133,7 @@ class EncodeReferenceFace(io.ComfyNode):
         notes += list(prepared.warnings)
         for note in notes:
             log.warning("Encode Reference Face: %s", note)
+        show_on_node(notes)
 
         pixels = torch.from_numpy(to_uint8_levels(prepared.image)).unsqueeze(0)
         latent = vae.encode(pixels)

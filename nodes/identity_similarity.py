@@ -14,6 +14,7 @@ from comfy_api.latest import io, ui
 
 from . import face, face_embed, similarity_plot
 from .load_adapter import FOLDER
+from .notify import show_on_node
 from .objects import CATEGORY, NODE_PREFIX, IdentitySocket
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class IdentitySimilarity(io.ComfyNode):
             raise ValueError(str(e)) from None
         for w in score.warnings:
             log.warning("Identity Similarity: %s", w)
+        show_on_node(score.warnings)
         summary = score.summary()
         log.info("Identity Similarity:\n%s", summary)
 

@@ -9,6 +9,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from . import manifest
+from .notify import show_on_node
 from .adapter import SUPPORTED_EXT, AdapterError, load_adapter_file
 from .standin import make_adapter_patcher
 from .objects import CATEGORY, NODE_PREFIX, AdapterSocket, IdentityAdapter
@@ -33,7 +34,7 @@ def register_model_folder() -> None:
 def missing_adapter_message(name: str) -> str:
     folders = ", ".join(folder_paths.get_folder_paths(FOLDER))
     return (f"Stand-In adapter '{name}' is not in the adapter folders ({folders}). "
-            + manifest.where_to_get(name, FOLDER))
+            + manifest.where_to_get(name, FOLDER, folder_paths.models_dir))
 
 
 class LoadIdentityAdapter(io.ComfyNode):
@@ -81,6 +82,8 @@ class LoadIdentityAdapter(io.ComfyNode):
         if expected is not None and expected.structure:
             s = expected.structure
             if (adapter.spec.num_blocks, adapter.spec.dim, adapter.spec.rank) != (s["blocks"], s["dim"], s["rank"]):
-                log.warning("%s is named like the official %s adapter but holds %s", adapter_name,
-                            expected.base_model, adapter.spec.describe())
+                message = (f"{adapter_name} is named like the official {expected.base_model} adapter "
+                           f"but holds {adapter.spec.describe()}")
+                log.warning("%s", message)
+                show_on_node([message])
         return io.NodeOutput(IdentityAdapter(adapter_name, adapter, make_adapter_patcher(adapter)))

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST_PATH = os.path.join(PACK_ROOT, "weights_manifest.json")
-DOWNLOAD_COMMAND = "python custom_nodes/{pack}/tools/download_weights.py --workflow <your workflow.json>"
+DOWNLOAD_SCRIPT = os.path.join(PACK_ROOT, "tools", "download_weights.py")
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,32 @@ def pack_dir_name() -> str:
     return os.path.basename(PACK_ROOT)
 
 
-def where_to_get(name: str, folder_hint: str) -> str:
-    """One sentence telling the user where a missing file comes from and where it goes."""
+def pack_models_dir() -> str | None:
+    """ComfyUI's models folder as tools/download_weights.py finds it from the pack's location."""
+    custom_nodes = os.path.dirname(PACK_ROOT)
+    if os.path.basename(custom_nodes) != "custom_nodes":
+        return None
+    models = os.path.join(os.path.dirname(custom_nodes), "models")
+    return models if os.path.isdir(models) else None
+
+
+def download_command(name: str, models_dir: str | None = None) -> str:
+    """A command that fetches ``name`` as printed, from any folder: this Python (the one running
+    ComfyUI, which has what the download's verification imports), the script's full path, and
+    --models-dir when the models folder is not the one the script finds by itself."""
+    args = [sys.executable or "python", DOWNLOAD_SCRIPT, "--name", name]
+    if models_dir and (pack_models_dir() is None
+                       or os.path.normcase(os.path.abspath(models_dir)) != os.path.normcase(pack_models_dir())):
+        args += ["--models-dir", os.path.abspath(models_dir)]
+    return subprocess.list2cmdline(args) if os.name == "nt" else shlex.join(args)
+
+
+def where_to_get(name: str, folder_hint: str, models_dir: str | None = None) -> str:
+    """One sentence telling the user where a missing file comes from and where it goes, ending
+    with the command that downloads it."""
     entry = find(name)
-    command = DOWNLOAD_COMMAND.format(pack=pack_dir_name())
     if entry is None:
         return (f"Put the file into ComfyUI's models/{folder_hint}/ folder (or a folder listed for "
                 f"'{folder_hint}' in extra_model_paths.yaml) and press R to refresh.")
     return (f"{entry.name} ({entry.description}) goes into models/{entry.folder}/. Download it from "
-            f"{entry.url} or run: {command}")
+            f"{entry.url} and press R to refresh, or run: {download_command(entry.name, models_dir)}")

@@ -11,6 +11,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from . import face_swap
+from .notify import show_on_node
 from .objects import CATEGORY, NODE_PREFIX, IdentitySocket
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class PrepareFaceSwapVideo(io.ComfyNode):
         device = comfy.model_management.intermediate_device()
         # The warnings (frames without a face, cropping) are shown on the node.
         shown = {"text": list(result.warnings)} if result.warnings else None
+        show_on_node(result.warnings)
         return io.NodeOutput(out.to(device), out_masks.to(device), g.width, g.height, g.length, ui=shown)
 
 

@@ -19,20 +19,37 @@ from .objects import CATEGORY, NODE_PREFIX
 log = logging.getLogger(__name__)
 
 MAX_SIZE = 8192
+_NOT_CONNECTED = object()  # validate_inputs: an optional input left unconnected
 WAN21_BOUNDARY = 0.875  # official Wan 2.2 T2V switch: low-noise expert once t < 0.875 * 1000
 
 
-def check_video_size(width: int, height: int, length: int) -> None:
+def video_size_problem(width, height, length) -> str | None:
+    """What is wrong with a Wan video size, with the nearest sizes that work; None when it is fine.
+    A None value (a linked input, unknown before the graph runs) is not checked."""
     problems = []
     for name, value in (("width", width), ("height", height)):
-        if value % 16:
+        if value is None:
+            continue
+        if value < 16 or value > MAX_SIZE:
+            problems.append(f"{name} {value} is outside 16..{MAX_SIZE}")
+        elif value % 16:
             lower = max(16, value - value % 16)
             problems.append(f"{name} {value} is not a multiple of 16 (use {lower} or {lower + 16})")
-    if (length - 1) % 4:
-        lower = max(1, length - (length - 1) % 4)
-        problems.append(f"length {length} is not of the form 4n+1 (use {lower} or {lower + 4} frames)")
+    if length is not None:
+        if length < 1 or length > MAX_SIZE:
+            problems.append(f"length {length} is outside 1..{MAX_SIZE}")
+        elif (length - 1) % 4:
+            lower = max(1, length - (length - 1) % 4)
+            problems.append(f"length {length} is not of the form 4n+1 (use {lower} or {lower + 4} frames)")
     if problems:
-        raise ValueError("Wan video sizes: " + "; ".join(problems) + ".")
+        return "Wan video sizes: " + "; ".join(problems) + "."
+    return None
+
+
+def check_video_size(width: int, height: int, length: int) -> None:
+    problem = video_size_problem(width, height, length)
+    if problem:
+        raise ValueError(problem)
 
 
 def switch_index(sigmas: torch.Tensor, boundary: float) -> int:
@@ -139,6 +156,14 @@ class SampleVideo(io.ComfyNode):
                 io.Image.Output(tooltip="The frames (decoded with the VAE, or a rough preview without one)."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, width=None, height=None, length=None, latent=_NOT_CONNECTED):
+        """At queue time, before any model loads: sizes typed into the node. (A linked size arrives
+        as None and is checked when the node runs; with a latent connected the sizes are unused.)"""
+        if latent is not _NOT_CONNECTED:
+            return True
+        return video_size_problem(width, height, length) or True
 
     @classmethod
     def execute(cls, model, positive, negative, width, height, length, batch_size, seed, steps, cfg,

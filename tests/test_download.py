@@ -234,3 +234,84 @@ def test_shipped_manifest_is_valid_and_matches_the_face_detector():
                                              "Stand-In_wan2.2_T2V_A14B_low.ckpt"}
     assert all(f["structure"] == {"blocks": 40, "dim": 5120, "rank": 128} for f in adapters)
     assert all(f["url"].startswith("https://") for f in files)
+
+
+# ------------------------------------------------------------------------------------
+# The command as printed from a ComfyUI install; YuNet fetched for the face detector
+# ------------------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def comfy_install(tmp_path):
+    """A ComfyUI folder holding this pack as custom_nodes/comfyui-standin (a link, as a
+    developer install would; the script must not resolve it)."""
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "custom_nodes").mkdir(parents=True)
+    (comfy / "models").mkdir()
+    os.symlink(ROOT, comfy / "custom_nodes" / "comfyui-standin")
+    return comfy
+
+
+def test_models_folder_is_found_from_the_packs_location(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    comfy = comfy_install(tmp_path)
+    assert dw.pack_models_dir(str(comfy / "custom_nodes" / "comfyui-standin")) == str(comfy / "models")
+    assert dw.pack_models_dir(str(tmp_path)) is None
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_DIR"}
+    proc = subprocess.run([sys.executable, "custom_nodes/comfyui-standin/tools/download_weights.py", "--name",
+                           "Stand-In_wan2.1_T2V_14B.ckpt", "--dry-run"], cwd=comfy, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    expected = os.path.join(str(comfy), "models", "standin", "Stand-In_wan2.1_T2V_14B.ckpt")
+    assert f"missing -> {expected}" in proc.stdout
+    # COMFYUI_DIR still wins; outside custom_nodes without either, the error says what to pass.
+    monkeypatch.setenv("COMFYUI_DIR", str(tmp_path / "other"))
+    assert dw.default_models_dir() == str(tmp_path / "other" / "models")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "download_weights.py"), "--name",
+                           "Stand-In_wan2.1_T2V_14B.ckpt", "--dry-run"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    if dw.pack_models_dir() is None:  # this checkout is not itself inside a ComfyUI
+        assert proc.returncode == 2 and "--models-dir" in proc.stderr and "custom_nodes" in proc.stderr
+
+
+def shipped(name, api=False):
+    return os.path.join(ROOT, "example_workflows", "api" if api else "", name)
+
+
+@pytest.mark.parametrize("api", [False, True])
+def test_workflow_with_an_auto_detector_fetches_yunet(tmp_path, web, api):
+    yunet = b"yunet model bytes"
+    web.content["/yunet.onnx"] = yunet
+    m = manifest(tmp_path, web, [entry(dw.YUNET_FILE, "/yunet.onnx", yunet, kind="face_detector", structure=None)])
+    with open(shipped("standin_wan21_t2v_sample_video.json", api)) as f:
+        workflow = json.load(f)
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(workflow))
+    models = tmp_path / "models"
+    assert run(["--workflow", str(wf), "--models-dir", str(models), "--manifest", m]) == 0
+    assert (models / "standin" / dw.YUNET_FILE).read_bytes() == yunet
+
+    # The same workflow with the detector set to one that does not use YuNet: not fetched.
+    if api:
+        for node in workflow.values():
+            if node["class_type"] == "StandIn_EncodeReferenceFace":
+                node["inputs"]["detector"] = "blazeface"
+    else:
+        for node in workflow["nodes"]:
+            if node["type"] == "StandIn_EncodeReferenceFace":
+                node["widgets_values"][0] = "blazeface"
+    assert dw.files_for_nodes(workflow) == set()
+    wf.write_text(json.dumps(workflow))
+    other = tmp_path / "other"
+    assert run(["--workflow", str(wf), "--models-dir", str(other), "--manifest", m]) == 0
+    assert not (other / "standin" / dw.YUNET_FILE).exists()
+
+
+def test_detector_widgets_of_both_face_nodes_in_ui_and_subgraphs():
+    assert dw.files_for_nodes({"nodes": [{"type": "StandIn_IdentitySimilarity",
+                                          "widgets_values": ["auto", "haar", 0.0]}]}) == set()
+    assert dw.files_for_nodes({"definitions": {"subgraphs": [{"nodes": [
+        {"type": "StandIn_IdentitySimilarity", "widgets_values": ["auto", "yunet", 0.0]}]}]}}) == {dw.YUNET_FILE}
+    assert dw.files_for_nodes({"1": {"class_type": "StandIn_EncodeReferenceFace", "inputs": {}}}) == {dw.YUNET_FILE}

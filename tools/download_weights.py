@@ -14,7 +14,9 @@ that is missing under MODELS_DIR/<folder>/ downloads it:
 * only a verified file is moved into place, so an existing good file is never replaced by a
   bad one; a file that fails verification is deleted and the reason printed.
 Nothing is written outside MODELS_DIR/<folder>/ for the manifest's folders. MODELS_DIR defaults
-to $COMFYUI_DIR/models. HF_TOKEN, if set, is sent to huggingface.co.
+to $COMFYUI_DIR/models, else to the models folder of the ComfyUI this pack is installed in
+(custom_nodes/<pack>/ -> models/). A face detector set to auto or yunet in the workflow also
+fetches the optional YuNet detector. HF_TOKEN, if set, is sent to huggingface.co.
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ def needed_files(workflow_paths: list[str], names: list[str], manifest: list[dic
     wanted = set(names)
     for path in workflow_paths:
         with open(path, encoding="utf-8") as f:
-            wanted.update(os.path.basename(s.replace("\\", "/")) for s in strings_in(json.load(f)))
+            workflow = json.load(f)
+        wanted.update(os.path.basename(s.replace("\\", "/")) for s in strings_in(workflow))
+        wanted.update(files_for_nodes(workflow))
     chosen = []
     for entry in manifest:
         if {entry["name"], *entry.get("aliases", [])} & wanted:
@@ -237,16 +241,67 @@ def download(entry: dict, models_dir: str, log=print, attempts: int = 5) -> str:
     return dest
 
 
+def pack_models_dir(pack_root: str = ROOT) -> str | None:
+    """ComfyUI's models folder seen from the pack's own location: <ComfyUI>/custom_nodes/<pack>/
+    -> <ComfyUI>/models (the path as invoked, so a pack linked into custom_nodes works too)."""
+    custom_nodes = os.path.dirname(os.path.abspath(pack_root))
+    if os.path.basename(custom_nodes) != "custom_nodes":
+        return None
+    models = os.path.join(os.path.dirname(custom_nodes), "models")
+    return models if os.path.isdir(models) else None
+
+
 def default_models_dir() -> str | None:
     comfy = os.environ.get("COMFYUI_DIR")
-    return os.path.join(os.path.abspath(os.path.expanduser(comfy)), "models") if comfy else None
+    if comfy:
+        return os.path.join(os.path.abspath(os.path.expanduser(comfy)), "models")
+    return pack_models_dir()
+
+
+# Nodes that use the optional YuNet face detector when their detector is one of YUNET_DETECTORS,
+# with the detector's position among the node's widgets in a UI workflow.
+YUNET_FILE = "face_detection_yunet_2023mar.onnx"
+YUNET_DETECTORS = ("auto", "yunet")
+DETECTOR_WIDGET = {"StandIn_EncodeReferenceFace": 0, "StandIn_IdentitySimilarity": 1}
+
+
+def dicts_in(obj):
+    if isinstance(obj, dict):
+        yield obj
+        for v in obj.values():
+            yield from dicts_in(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from dicts_in(v)
+
+
+def files_for_nodes(workflow) -> set:
+    """Files a workflow needs that no widget names: YuNet for a face detector set to auto or
+    yunet (API format: inputs.detector; UI format, subgraphs included: the detector widget)."""
+    wanted = set()
+    for node in dicts_in(workflow):
+        kind = node.get("class_type") or node.get("type")
+        if kind not in DETECTOR_WIDGET:
+            continue
+        detector = "auto"  # the node's default
+        if isinstance(node.get("inputs"), dict) and "detector" in node["inputs"]:
+            detector = node["inputs"]["detector"]
+        values = node.get("widgets_values")
+        if isinstance(values, dict):
+            detector = values.get("detector", detector)
+        elif isinstance(values, list) and len(values) > DETECTOR_WIDGET[kind]:
+            detector = values[DETECTOR_WIDGET[kind]]
+        if detector in YUNET_DETECTORS:
+            wanted.add(YUNET_FILE)
+    return wanted
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workflow", action="append", default=[], help="workflow JSON (UI or API); repeatable")
     parser.add_argument("--name", action="append", default=[], help="a manifest file name; repeatable")
-    parser.add_argument("--models-dir", default=default_models_dir(), help="ComfyUI's models folder (default $COMFYUI_DIR/models)")
+    parser.add_argument("--models-dir", default=default_models_dir(), help="ComfyUI's models folder (default: $COMFYUI_DIR/models, else the models folder "
+                             "of the ComfyUI whose custom_nodes folder holds this pack)")
     parser.add_argument("--manifest", default=DEFAULT_MANIFEST)
     parser.add_argument("--dry-run", action="store_true", help="list what is needed and missing; download nothing")
     parser.add_argument("--attempts", type=int, default=5)
@@ -254,7 +309,8 @@ def main(argv=None) -> int:
     if not args.workflow and not args.name:
         parser.error("name a --workflow or a file with --name")
     if not args.models_dir:
-        parser.error("--models-dir is required when COMFYUI_DIR is not set")
+        parser.error("name ComfyUI's models folder with --models-dir (or set COMFYUI_DIR): this pack is not "
+                     "inside a ComfyUI custom_nodes folder next to a models folder")
     try:
         manifest = load_manifest(args.manifest)
         files = needed_files(args.workflow, args.name, manifest)
