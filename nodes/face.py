@@ -309,10 +309,11 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> l
     return out
 
 
-def _blazeface_pass(net, rgb: np.ndarray, min_score: float, x0: int = 0, y0: int = 0) -> list:
-    """One BlazeFace run on a picture letterboxed into 128x128; boxes offset by (x0, y0)."""
+def blazeface_run(net, rgb: np.ndarray):
+    """BlazeFace on a picture letterboxed into 128x128 as MediaPipe does (aspect ratio kept,
+    black border, -1 after scaling). Returns the raw scores (logits, one per anchor), the
+    regressions [anchors, 16] and (s, ox, oy): a 128-px coordinate x maps back to (x - ox) / s."""
     h, w = rgb.shape[:2]
-    # Letterbox as MediaPipe does: keep the aspect ratio, black border (-1 after scaling).
     s = 128.0 / max(h, w)
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
     small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
@@ -322,7 +323,13 @@ def _blazeface_pass(net, rgb: np.ndarray, min_score: float, x0: int = 0, y0: int
     blob = (canvas / 127.5 - 1.0).transpose(2, 0, 1)[None]
     net.setInput(np.ascontiguousarray(blob, dtype=np.float32))
     scores_raw, regs = net.forward(["classificators", "regressors"])
-    scores = 1.0 / (1.0 + np.exp(-np.clip(scores_raw.reshape(-1).astype(np.float64), -100.0, 100.0)))
+    return scores_raw.reshape(-1), regs.reshape(-1, 16), (s, ox, oy)
+
+
+def _blazeface_pass(net, rgb: np.ndarray, min_score: float, x0: int = 0, y0: int = 0) -> list:
+    """One BlazeFace run on a picture letterboxed into 128x128; boxes offset by (x0, y0)."""
+    scores_raw, regs, (s, ox, oy) = blazeface_run(net, rgb)
+    scores = 1.0 / (1.0 + np.exp(-np.clip(scores_raw.astype(np.float64), -100.0, 100.0)))
     keep = scores >= min_score
     if not keep.any():
         return []

@@ -180,16 +180,7 @@ def _blazeface_keypoints(net, rgb: np.ndarray, box) -> np.ndarray | None:
     ch, cw = crop.shape[:2]
     if ch < 2 or cw < 2:
         return None
-    s = 128.0 / max(ch, cw)
-    nw, nh = max(1, round(cw * s)), max(1, round(ch * s))
-    small = cv2.resize(crop, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    canvas = np.zeros((128, 128, 3), np.float32)
-    ox, oy = (128 - nw) // 2, (128 - nh) // 2
-    canvas[oy:oy + nh, ox:ox + nw] = small
-    net.setInput(np.ascontiguousarray((canvas / 127.5 - 1.0).transpose(2, 0, 1)[None], dtype=np.float32))
-    scores, regs = net.forward(["classificators", "regressors"])
-    scores = scores.reshape(-1)
-    regs = regs.reshape(-1, 16)
+    scores, regs, (s, ox, oy) = face.blazeface_run(net, crop)
     anchors = face._blazeface_anchors()
     best, best_score = None, -np.inf
     for i in np.argsort(-scores)[:64]:

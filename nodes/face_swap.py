@@ -95,21 +95,13 @@ def load_detector():
 
 def _pass(net, rgb: np.ndarray, min_score: float, x0: int = 0, y0: int = 0) -> list:
     """One BlazeFace run (letterboxed into 128x128, as face._blazeface_pass), boxes and keypoints."""
-    h, w = rgb.shape[:2]
-    s = 128.0 / max(h, w)
-    nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    canvas = np.zeros((128, 128, 3), np.float32)
-    ox, oy = (128 - nw) // 2, (128 - nh) // 2
-    canvas[oy:oy + nh, ox:ox + nw] = small
-    net.setInput(np.ascontiguousarray((canvas / 127.5 - 1.0).transpose(2, 0, 1)[None], dtype=np.float32))
-    scores_raw, regs = net.forward(["classificators", "regressors"])
-    scores = 1.0 / (1.0 + np.exp(-np.clip(scores_raw.reshape(-1).astype(np.float64), -100.0, 100.0)))
+    scores_raw, regs, (s, ox, oy) = face.blazeface_run(net, rgb)
+    scores = 1.0 / (1.0 + np.exp(-np.clip(scores_raw.astype(np.float64), -100.0, 100.0)))
     keep = scores >= min_score
     if not keep.any():
         return []
     anchors = face._blazeface_anchors()[keep]
-    r = regs.reshape(-1, 16)[keep].astype(np.float64) / 128.0
+    r = regs[keep].astype(np.float64) / 128.0
     cx, cy = r[:, 0] + anchors[:, 0], r[:, 1] + anchors[:, 1]
     boxes = np.stack([cx - r[:, 2] / 2, cy - r[:, 3] / 2, cx + r[:, 2] / 2, cy + r[:, 3] / 2], axis=1)
     kps = r[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
