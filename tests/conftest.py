@@ -81,6 +81,7 @@ def comfy_server(tmp_path_factory):
     Image.fromarray(data.chelsea()).save(os.path.join(base, "input", CAT))
     import face_swap_video  # the face-swap example workflow's source video
     face_swap_video.write_workflow_input(os.path.join(base, "input"))
+    face_swap_video.write_pose_control_input(os.path.join(base, "input"))  # the VACE example's
     server = ComfyServer(base).start()
     yield server
     server.stop()

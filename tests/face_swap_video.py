@@ -134,3 +134,25 @@ def write_workflow_input(input_dir: str) -> str:
     path = os.path.join(input_dir, FACE_SWAP_VIDEO)
     write_video(path, frames, fps=16)
     return path
+
+
+def write_pose_control_input(input_dir: str, frames: int = 9, size: int = 64) -> str:
+    """The control video the VACE example workflow loads: a stick figure raising its arms on
+    black, as a pose preprocessor draws one, at the tiny models' size."""
+    import os
+    from make_workflows import POSE_VIDEO
+    video = []
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        img = np.zeros((size, size, 3), np.uint8)
+        neck, hip = (size // 2, size // 3), (size // 2, 2 * size // 3)
+        cv2.circle(img, (size // 2, size // 5), size // 10, (255, 0, 0), -1)
+        cv2.line(img, neck, hip, (0, 255, 0), 2)
+        for side in (-1, 1):
+            hand = (size // 2 + side * size // 3, int(size * (0.55 - 0.45 * t)))
+            cv2.line(img, neck, hand, (0, 0, 255), 2)
+            cv2.line(img, hip, (size // 2 + side * size // 6, size - 4), (255, 255, 0), 2)
+        video.append(img)
+    path = os.path.join(input_dir, POSE_VIDEO)
+    write_video(path, np.stack(video), fps=16)
+    return path

@@ -35,8 +35,9 @@ def _free_port() -> int:
 
 
 class Frontend:
-    def __init__(self, server_url: str):
+    def __init__(self, server_url: str, viewport: tuple[int, int] | None = None):
         self.server_url = server_url
+        self.viewport = viewport  # (width, height) of the page, e.g. a 1920x1080 screen
         self.port = _free_port()
         self.profile = tempfile.mkdtemp(prefix="standin-chromium-")
         self.proc = None
@@ -80,6 +81,9 @@ class Frontend:
                 cdp = _CDP(ws)
                 await cdp.call("Page.enable")
                 await cdp.call("Runtime.enable")
+                if self.viewport:
+                    await cdp.call("Emulation.setDeviceMetricsOverride", width=self.viewport[0],
+                                   height=self.viewport[1], deviceScaleFactor=1, mobile=False)
                 await cdp.call("Page.navigate", url=self.server_url)
                 await cdp.wait_for("typeof window.app !== 'undefined' && !!window.app.graph && "
                                    "!!document.querySelector('canvas')")

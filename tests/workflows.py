@@ -12,6 +12,8 @@ ROOT = os.path.dirname(HERE)
 WORKFLOW_DIR = os.path.join(ROOT, "example_workflows")
 
 SCALAR_WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# Canvas-only nodes: the frontend never queues them.
+VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 
 def ui_names() -> list[str]:
@@ -82,7 +84,7 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
     links = {l[0]: l for l in ui["links"]}
     prompt = {}
     for node in ui["nodes"]:
-        if node.get("mode", 0) in (2, 4):  # muted / bypassed nodes are not queued
+        if node.get("mode", 0) in (2, 4) or node["type"] in VIRTUAL_NODES:  # not queued
             continue
         info = object_info[node["type"]]
         linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
