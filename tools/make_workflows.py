@@ -62,14 +62,20 @@ def save_video(prompt, images_from, prefix):
     })
 
 
-def identity_model(p, first_id: int, unet: str, adapter: str) -> list:
-    """UNETLoader -> ModelSamplingSD3 (shift 5, as officially) -> Apply, with its adapter;
-    node ids first_id (loader), +6 (adapter), +9 (shift), +10 (apply). Returns Apply's output."""
+def identity_model(p, first_id: int, unet: str, adapter: str, lora=None) -> list:
+    """UNETLoader [-> LoraLoaderModelOnly] -> ModelSamplingSD3 (shift 5, as officially) -> Apply,
+    with its adapter; node ids first_id (loader), +6 (adapter), +9 (shift), +10 (apply), +50
+    (LoRA, when lora=(file, strength)). Returns Apply's output."""
     loader, adapter_node, shift, apply_node = first_id, first_id + 6, first_id + 9, first_id + 10
+    model = link(loader)
+    if lora is not None:
+        p[str(first_id + 50)] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+            "model": model, "lora_name": lora[0], "strength_model": lora[1]}}
+        model = link(first_id + 50)
     p.update({
         str(loader): {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
         str(adapter_node): {"class_type": "StandIn_LoadIdentityAdapter", "inputs": {"adapter_name": adapter}},
-        str(shift): {"class_type": "ModelSamplingSD3", "inputs": {"model": link(loader), "shift": 5.0}},
+        str(shift): {"class_type": "ModelSamplingSD3", "inputs": {"model": model, "shift": 5.0}},
         str(apply_node): {"class_type": "StandIn_ApplyRSACPM", "inputs": {
             "model": link(shift), "adapter": link(adapter_node), "identity": link(8),
             "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
@@ -84,27 +90,46 @@ def sample_video_node(model, **extra):
         "scheduler": "simple", "denoise": 1.0, **extra, "vae": link(5)}}
 
 
+WAN21_T2V = "wan2.1_t2v_14B_fp16.safetensors"
+WAN21_ADAPTER = "Stand-In_wan2.1_T2V_14B.ckpt"
+WAN22_HIGH, WAN22_LOW = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+WAN22_ADAPTERS = "Stand-In_wan2.2_T2V_A14B_high.ckpt", "Stand-In_wan2.2_T2V_A14B_low.ckpt"
+WAN21_VACE = "wan2.1_vace_14B_fp16.safetensors"
+LIGHTX2V_21 = "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors"
+LIGHTX2V_22 = ("wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+               "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors")
+STYLE_LORA = "studio_ghibli_wan14b_t2v_v01.safetensors"
+POSE_VIDEO = "standin_pose_control.mp4"
+
+
+def ksampler(model, latent, steps=20, cfg=5.0, positive=None, negative=None):
+    return {"class_type": "KSampler", "inputs": {
+        "model": model, "seed": 0, "steps": steps, "cfg": cfg, "sampler_name": "euler",
+        "scheduler": "simple", "positive": positive or link(3), "negative": negative or link(4),
+        "latent_image": latent, "denoise": 1.0}}
+
+
+def t2v_with_ksampler(p, model, prefix, length=81, steps=20, cfg=5.0):
+    p.update({
+        "12": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {
+            "width": 832, "height": 480, "length": length, "batch_size": 1}},
+        "13": ksampler(model, link(12), steps=steps, cfg=cfg),
+        "14": {"class_type": "VAEDecode", "inputs": {"samples": link(13), "vae": link(5)}},
+    })
+    save_video(p, link(14), prefix)
+    return p
+
+
 def wan21_ksampler():
     p = {}
     text_and_loaders(p)
-    model = identity_model(p, 1, "wan2.1_t2v_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
-    p.update({
-        "12": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {
-            "width": 832, "height": 480, "length": 81, "batch_size": 1}},
-        "13": {"class_type": "KSampler", "inputs": {
-            "model": model, "seed": 0, "steps": 20, "cfg": 5.0, "sampler_name": "euler",
-            "scheduler": "simple", "positive": link(3), "negative": link(4), "latent_image": link(12),
-            "denoise": 1.0}},
-        "14": {"class_type": "VAEDecode", "inputs": {"samples": link(13), "vae": link(5)}},
-    })
-    save_video(p, link(14), "standin/wan21_ksampler")
-    return p
+    return t2v_with_ksampler(p, identity_model(p, 1, WAN21_T2V, WAN21_ADAPTER), "standin/wan21_ksampler")
 
 
 def wan21_sample_video():
     p = {}
     text_and_loaders(p)
-    model = identity_model(p, 1, "wan2.1_t2v_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    model = identity_model(p, 1, WAN21_T2V, WAN21_ADAPTER)
     p["13"] = sample_video_node(model)
     save_video(p, link(13, 1), "standin/wan21_sample_video")
     return p
@@ -113,11 +138,101 @@ def wan21_sample_video():
 def wan22_two_experts():
     p = {}
     text_and_loaders(p)
-    high = identity_model(p, 1, "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "Stand-In_wan2.2_T2V_A14B_high.ckpt")
-    low = identity_model(p, 31, "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "Stand-In_wan2.2_T2V_A14B_low.ckpt")
+    high = identity_model(p, 1, WAN22_HIGH, WAN22_ADAPTERS[0])
+    low = identity_model(p, 31, WAN22_LOW, WAN22_ADAPTERS[1])
     p["13"] = sample_video_node(high, model_2=low, switch_boundary=0.875)
     save_video(p, link(13, 1), "standin/wan22_two_experts")
     return p
+
+
+def wan21_distill():
+    """lightx2v's step- and CFG-distilled LoRA: 4 steps at cfg 1 (euler, simple, shift 5, as
+    ComfyUI's own lightx2v templates), Stand-In applied after the LoRA."""
+    p = {}
+    text_and_loaders(p)
+    model = identity_model(p, 1, WAN21_T2V, WAN21_ADAPTER, lora=(LIGHTX2V_21, 1.0))
+    return t2v_with_ksampler(p, model, "standin/wan21_distill_4step", steps=4, cfg=1.0)
+
+
+def wan22_distill():
+    """Wan 2.2 A14B with the lightx2v 4-step LoRAs, as ComfyUI's Wan 2.2 template runs it: two
+    KSamplerAdvanced, the high-noise expert for steps 0-2, the low-noise expert for 2-4, cfg 1;
+    each expert with its own Stand-In adapter."""
+    p = {}
+    text_and_loaders(p)
+    high = identity_model(p, 1, WAN22_HIGH, WAN22_ADAPTERS[0], lora=(LIGHTX2V_22[0], 1.0))
+    low = identity_model(p, 31, WAN22_LOW, WAN22_ADAPTERS[1], lora=(LIGHTX2V_22[1], 1.0))
+
+    def advanced(model, latent, add_noise, start, end, leftover):
+        return {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": model, "add_noise": add_noise, "noise_seed": 0, "steps": 4, "cfg": 1.0,
+            "sampler_name": "euler", "scheduler": "simple", "positive": link(3), "negative": link(4),
+            "latent_image": latent, "start_at_step": start, "end_at_step": end,
+            "return_with_leftover_noise": leftover}}
+
+    p.update({
+        "12": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {
+            "width": 832, "height": 480, "length": 81, "batch_size": 1}},
+        "13": advanced(high, link(12), "enable", 0, 2, "enable"),
+        "16": advanced(low, link(13), "disable", 2, 10000, "disable"),
+        "14": {"class_type": "VAEDecode", "inputs": {"samples": link(16), "vae": link(5)}},
+    })
+    save_video(p, link(14), "standin/wan22_distill_4step")
+    return p
+
+
+STYLE_POSITIVE = "Studio Ghibli style. " + POSITIVE
+
+
+def wan21_style_lora():
+    """A community style LoRA with Stand-In, as the official infer_with_lora.py (LoRA scale 1,
+    20 steps, cfg 5); the prompt starts with the LoRA's trigger words."""
+    p = {}
+    text_and_loaders(p)
+    p["3"]["inputs"]["text"] = STYLE_POSITIVE
+    model = identity_model(p, 1, WAN21_T2V, WAN21_ADAPTER, lora=(STYLE_LORA, 1.0))
+    return t2v_with_ksampler(p, model, "standin/wan21_style_lora")
+
+
+VACE_POSITIVE = ("A woman raises both hands and dances in a bright studio, facing the camera, natural smile, "
+                 "realistic, detailed, soft light.")
+
+
+def wan21_vace_pose():
+    """Stand-In with Wan 2.1 VACE 14B and a pose (or depth) control video, as the official
+    infer_with_vace.py: the Wan 2.1 T2V 14B adapter on the VACE model; VACE strength 0.5 with a
+    control video alone (the official README; 0.8 when a reference image is also given)."""
+    p = {}
+    text_and_loaders(p)
+    p["3"]["inputs"]["text"] = VACE_POSITIVE
+    model = identity_model(p, 1, WAN21_VACE, WAN21_ADAPTER)
+    p.update({
+        "40": {"class_type": "LoadVideo", "inputs": {"file": POSE_VIDEO}},
+        "41": {"class_type": "GetVideoComponents", "inputs": {"video": link(40)}},
+        "46": {"class_type": "WanVaceToVideo", "inputs": {
+            "positive": link(3), "negative": link(4), "vae": link(5), "width": 832, "height": 480,
+            "length": 81, "batch_size": 1, "strength": 0.5, "control_video": link(41)}},
+        "13": ksampler(model, link(46, 2), positive=link(46, 0), negative=link(46, 1)),
+        "47": {"class_type": "TrimVideoLatent", "inputs": {"samples": link(13), "trim_amount": link(46, 3)}},
+        "14": {"class_type": "VAEDecode", "inputs": {"samples": link(47), "vae": link(5)}},
+    })
+    save_video(p, link(14), "standin/wan21_vace_pose")
+    p["20"]["inputs"]["fps"] = link(41, 2)  # the control video's frame rate: motion keeps its speed
+    return p
+
+
+def wan21_long_video():
+    """A video longer than Wan's 81 frames through ComfyUI's context windows: 161 frames sampled
+    in overlapping 81-frame windows (overlap 30); the reference K/V are built once for all windows."""
+    p = {}
+    text_and_loaders(p)
+    model = identity_model(p, 1, WAN21_T2V, WAN21_ADAPTER)
+    p["15"] = {"class_type": "WanContextWindowsManual", "inputs": {
+        "model": model, "context_length": 81, "context_overlap": 30,
+        # Inputs newer ComfyUI (0.2x+) requires of an API prompt, at the defaults its canvas
+        # gives them; older ComfyUI ignores inputs a node does not declare.
+        "freenoise": True, "retain_first_frame": False, "split_conds_to_windows": False}}
+    return t2v_with_ksampler(p, link(15), "standin/wan21_long_video", length=161)
 
 
 FACE_SWAP_VIDEO = "standin_face_swap_source.mp4"
@@ -132,7 +247,7 @@ def wan21_face_swap():
     p = {}
     text_and_loaders(p)
     p["3"]["inputs"]["text"] = FACE_SWAP_POSITIVE
-    model = identity_model(p, 1, "wan2.1_t2v_14B_fp16.safetensors", "Stand-In_wan2.1_T2V_14B.ckpt")
+    model = identity_model(p, 1, WAN21_T2V, WAN21_ADAPTER)
     p.update({
         "40": {"class_type": "LoadVideo", "inputs": {"file": FACE_SWAP_VIDEO}},
         "41": {"class_type": "GetVideoComponents", "inputs": {"video": link(40)}},
@@ -151,11 +266,35 @@ def wan21_face_swap():
     return p
 
 
+# name: (graph, title, one-line description)
 WORKFLOWS = {
-    "standin_wan21_t2v_ksampler": (wan21_ksampler, "Stand-In identity text-to-video, Wan 2.1 T2V 14B, ComfyUI's KSampler"),
-    "standin_wan21_t2v_sample_video": (wan21_sample_video, "Stand-In identity text-to-video, Wan 2.1 T2V 14B, Sample Video"),
-    "standin_wan22_a14b_two_experts": (wan22_two_experts, "Stand-In identity text-to-video, Wan 2.2 T2V A14B high + low noise experts"),
-    "standin_wan21_face_swap": (wan21_face_swap, "Stand-In face swap, Wan 2.1 T2V 14B: source video, pasted reference, masked re-noising at denoise 0.85"),
+    "standin_wan21_t2v_ksampler": (
+        wan21_ksampler, "Stand-In identity text-to-video, Wan 2.1 T2V 14B, ComfyUI's KSampler",
+        "A video of the person in your photo from a text prompt: Wan 2.1 T2V 14B, 20 steps, with ComfyUI's own KSampler."),
+    "standin_wan21_t2v_sample_video": (
+        wan21_sample_video, "Stand-In identity text-to-video, Wan 2.1 T2V 14B, Sample Video",
+        "The same identity text-to-video in one node: Stand-In's Sample Video makes the latent, samples and decodes."),
+    "standin_wan22_a14b_two_experts": (
+        wan22_two_experts, "Stand-In identity text-to-video, Wan 2.2 T2V A14B high + low noise experts",
+        "Wan 2.2 A14B: the high-noise and the low-noise expert, each with its own Stand-In adapter, 20 steps."),
+    "standin_wan21_distill_4step": (
+        wan21_distill, "Stand-In identity text-to-video, Wan 2.1 T2V 14B, lightx2v 4-step distill LoRA",
+        "Fast identity video: Wan 2.1 14B with the lightx2v distill LoRA, 4 steps at cfg 1 (about 5x fewer model calls)."),
+    "standin_wan22_a14b_distill_4step": (
+        wan22_distill, "Stand-In identity text-to-video, Wan 2.2 T2V A14B, lightx2v 4-step distill LoRAs",
+        "Fast Wan 2.2 A14B: lightx2v 4-step LoRAs on both experts, two KSamplerAdvanced (steps 0-2, 2-4), cfg 1."),
+    "standin_wan21_style_lora": (
+        wan21_style_lora, "Stand-In identity text-to-video with a style LoRA, Wan 2.1 T2V 14B",
+        "The person in a style: a community Wan 2.1 14B style LoRA (Studio Ghibli, as the official README suggests) with Stand-In."),
+    "standin_wan21_vace_pose": (
+        wan21_vace_pose, "Stand-In identity with VACE pose or depth control, Wan 2.1 VACE 14B",
+        "The person moves as a pose or depth video shows: Wan 2.1 VACE 14B with the control video, VACE strength 0.5."),
+    "standin_wan21_long_video": (
+        wan21_long_video, "Stand-In identity long video through context windows, Wan 2.1 T2V 14B",
+        "Longer than 81 frames: 161 frames (10 s) in overlapping 81-frame context windows, one identity throughout."),
+    "standin_wan21_face_swap": (
+        wan21_face_swap, "Stand-In face swap, Wan 2.1 T2V 14B: source video, pasted reference, masked re-noising at denoise 0.85",
+        "Swap the face in your video for the person in your photo: masked re-noising at denoise 0.85, background kept."),
 }
 
 
@@ -184,8 +323,205 @@ def ordered_inputs(info):
             yield name, info["input"][section][name]
 
 
-def api_to_ui(prompt: dict, object_info: dict, title: str) -> dict:
+# --- The canvas form: layout, titles, groups, a note, models metadata, the opening view -------
+
+MODELS = ("UNETLoader", "LoraLoaderModelOnly", "StandIn_LoadIdentityAdapter", "CLIPLoader", "VAELoader")
+GROUPS = [  # (title, colour, node classes in the order they are stacked)
+    ("Models", "#3f789e", MODELS),
+    ("Reference photo", "#8A8", ("LoadImage", "StandIn_EncodeReferenceFace", "PreviewImage")),
+    ("Prompt", "#b58b2a", ("CLIPTextEncode",)),
+    ("Identity on the model", "#a1309b", ("ModelSamplingSD3", "StandIn_ApplyRSACPM", "WanContextWindowsManual")),
+    ("High-noise expert", "#3f789e", ()),
+    ("Low-noise expert", "#3f789e", ()),
+    ("Control video", "#88A", ("LoadVideo", "GetVideoComponents", "StandIn_PrepareFaceSwapVideo", "VAEEncode",
+                               "StandIn_FaceSwapLatentMask", "WanVaceToVideo")),
+    ("Sample and decode", "#b06634", ("EmptyHunyuanLatentVideo", "KSampler", "KSamplerAdvanced", "StandIn_SampleVideo",
+                                      "TrimVideoLatent", "VAEDecode", "StandIn_RestoreBackground")),
+    ("Save (labelled video)", "#444", ("CreateVideo", "StandIn_SaveLabelledVideo")),
+]
+# Columns left to right: each holds these groups, top to bottom (the Wan 2.2 templates give a
+# column to each expert, so their prompt goes under the shared models).
+COLUMNS = [("Models",), ("Reference photo",), ("Prompt", "Identity on the model"), ("Control video",),
+           ("Sample and decode",), ("Save (labelled video)",)]
+EXPERT_COLUMNS = [("Models", "Prompt"), ("Reference photo",), ("High-noise expert",), ("Low-noise expert",),
+                  ("Sample and decode",), ("Save (labelled video)",)]
+EXPERT_CHAIN = {"High-noise expert": (1, 51, 7, 10, 11), "Low-noise expert": (31, 81, 37, 40, 41)}
+EXPERT_ORDER = ("UNETLoader", "LoraLoaderModelOnly", "StandIn_LoadIdentityAdapter", "ModelSamplingSD3", "StandIn_ApplyRSACPM")
+
+FILE_TITLES = {
+    WAN21_T2V: "Wan 2.1 T2V 14B", WAN21_VACE: "Wan 2.1 VACE 14B",
+    WAN22_HIGH: "Wan 2.2 T2V A14B, high-noise expert", WAN22_LOW: "Wan 2.2 T2V A14B, low-noise expert",
+    LIGHTX2V_21: "lightx2v 4-step distill LoRA", LIGHTX2V_22[0]: "lightx2v 4-step LoRA, high noise",
+    LIGHTX2V_22[1]: "lightx2v 4-step LoRA, low noise", STYLE_LORA: "Style LoRA (Studio Ghibli)",
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": "umT5 text encoder", "wan_2.1_vae.safetensors": "Wan 2.1 VAE",
+}
+FILE_INPUT = {"UNETLoader": "unet_name", "LoraLoaderModelOnly": "lora_name", "CLIPLoader": "clip_name",
+              "VAELoader": "vae_name", "StandIn_LoadIdentityAdapter": "adapter_name"}
+TITLES = {"LoadImage": "Reference photo (one face)", "PreviewImage": "Prepared reference (check the crop)",
+          "EmptyHunyuanLatentVideo": "Video size and length (4n+1 frames)", "ModelSamplingSD3": "Shift 5"}
+# Height a node gains after a run (measured on the canvas by tests/test_frontend.py): image and
+# video previews, the ~260 px text box of a warning shown as progress text, widgets newer ComfyUI adds.
+GROWTH = {"LoadImage": 300, "PreviewImage": 320, "LoadVideo": 340, "StandIn_SaveLabelledVideo": 360,
+          "StandIn_EncodeReferenceFace": 270, "StandIn_PrepareFaceSwapVideo": 270, "StandIn_LoadIdentityAdapter": 270,
+          "WanContextWindowsManual": 90}  # 0.2x+: freenoise, retain_first_frame, split_conds_to_windows
+NODE_W, TITLE_H, GAP, GROUP_HEAD, PAD, COL_GAP, NOTE_H = 360, 30, 24, 46, 20, 40, 330
+
+
+def node_title(nid: str, node: dict, name: str) -> str | None:
+    ct, inputs = node["class_type"], node["inputs"]
+    if ct in FILE_INPUT and ct != "StandIn_LoadIdentityAdapter":
+        return FILE_TITLES.get(inputs.get(FILE_INPUT[ct]))
+    if ct == "CLIPTextEncode":
+        return "Prompt" if nid == "3" else "Negative prompt"
+    if ct == "LoadVideo":
+        return "Source video (the face to replace)" if "face_swap" in name else "Pose or depth control video"
+    if ct == "KSamplerAdvanced":
+        return ("High-noise expert, steps 0-2" if inputs.get("add_noise") == "enable"
+                else "Low-noise expert, steps 2-4")
+    return TITLES.get(ct)
+
+
+def group_of(nid: str, node: dict, prompt: dict) -> str:
+    if "31" in prompt:
+        for group, chain in EXPERT_CHAIN.items():
+            if int(nid) in chain:
+                return group
+    for title, _, classes in GROUPS:
+        if node["class_type"] in classes:
+            return title
+    raise ValueError(f"node {nid} ({node['class_type']}) has no group")
+
+
+def stacking_key(nid: str, node: dict, group: str):
+    order = EXPERT_ORDER if group in EXPERT_CHAIN else next(c for t, _, c in GROUPS if t == group)
+    return order.index(node["class_type"]), int(nid)
+
+
+def manifest_models() -> dict:
+    with open(os.path.join(ROOT, "weights_manifest.json"), encoding="utf-8") as f:
+        return {e["name"]: e for e in json.load(f)["files"]}
+
+
+def models_property(node: dict, manifest: dict) -> list:
+    """The `models` list ComfyUI's own templates put on a loader: the frontend's missing-models
+    dialog offers these downloads when the file is not in that folder."""
+    key = FILE_INPUT.get(node["class_type"])
+    if key is None:
+        return []
+    entry = manifest[node["inputs"][key]]
+    return [{"name": entry["name"], "url": entry["url"], "directory": entry["folder"]}]
+
+
+def note_text(name: str, prompt: dict, manifest: dict, description: str) -> str:
+    """The Read-me note (Markdown): what the template does, which files go where, what to do."""
+    files = []
+    for node in sorted(prompt.values(), key=lambda n: MODELS.index(n["class_type"]) if n["class_type"] in MODELS else 99):
+        key = FILE_INPUT.get(node["class_type"])
+        if key:
+            entry = manifest[node["inputs"][key]]
+            line = f"- `{entry['folder']}/` {entry['name']}"
+            if line not in files:
+                files.append(line)
+    videos = any(n["class_type"] == "LoadVideo" for n in prompt.values())
+    lines = [description, "",
+             "**1. Models** in `ComfyUI/models/` (Download buttons of the missing-models dialog, or "
+             f"`python custom_nodes/comfyui-standin/tools/download_weights.py --workflow custom_nodes/comfyui-standin/example_workflows/{name}.json`):",
+             *files, "",
+             "**2. Reference photo**: one person, face clearly visible; the preview shows the crop Stand-In sees.", ""]
+    if videos:
+        lines.append("**3. Video**: " + ("a pose or depth video (run a DWPose or depth preprocessor on a real video first)."
+                                         if "vace" in name else "one person, face visible."))
+        lines.append("")
+    lines.append(f"**{4 if videos else 3}. Prompt**, then **Run**. The video lands in `output/standin/`, "
+                 "labelled as AI-generated (C2PA).")
+    return "\n".join(lines)
+
+
+def node_height(ct: str, n_inputs: int, n_widgets: int, n_outputs: int, big_text: bool) -> int:
+    """LiteGraph's own layout (20 px a slot row, 24 a widget) with some room to spare."""
+    height = 16 + 20 * max(n_inputs, n_outputs) + 24 * n_widgets + 10
+    if big_text:
+        height = max(height, 180)
+    return height + GROWTH.get(ct, 0)
+
+
+def api_to_ui(prompt: dict, object_info: dict, title: str, name: str = "", description: str = "") -> dict:
     ids = sorted(prompt, key=int)
+    manifest = manifest_models()
+    links, out_links, link_id, built = [], {nid: {} for nid in ids}, 0, {}
+    for nid in ids:
+        node = prompt[nid]
+        info = object_info[node["class_type"]]
+        inputs, widgets, big_text = [], [], False
+        for input_name, spec in ordered_inputs(info):
+            value = node["inputs"].get(input_name)
+            if isinstance(value, list):
+                link_id += 1
+                src, slot = value
+                src_type = object_info[prompt[src]["class_type"]]["output"][slot]
+                links.append([link_id, int(src), slot, int(nid), len(inputs), src_type])
+                out_links[src].setdefault(slot, []).append(link_id)
+                entry = {"name": input_name, "type": spec[0] if not isinstance(spec[0], list) else "COMBO", "link": link_id}
+                if is_widget(spec):
+                    entry["widget"] = {"name": input_name}
+                    widgets.append(None)
+                    widgets.extend(extra_widget_values(spec))
+                inputs.append(entry)
+            elif is_widget(spec):
+                widgets.append(value if value is not None else (spec[1] if len(spec) > 1 else {}).get("default"))
+                widgets.extend(extra_widget_values(spec))
+                big_text = big_text or bool(len(spec) > 1 and spec[1].get("multiline"))
+            else:
+                inputs.append({"name": input_name, "type": spec[0], "link": None})
+        built[nid] = (inputs, widgets, big_text)
+
+    # Groups in columns; nodes stacked in each group with room for their titles and previews.
+    members = {}
+    for nid in ids:
+        members.setdefault(group_of(nid, prompt[nid], prompt), []).append(nid)
+    nodes, groups, x = [], [], 40
+    note_id = max(int(i) for i in ids) + 1
+    note = note_text(name, prompt, manifest, description)
+    colours = {t: c for t, c, _ in GROUPS}
+    columns = EXPERT_COLUMNS if "31" in prompt else COLUMNS
+    for column in columns:
+        present = [g for g in column if g in members]
+        if not present:
+            continue
+        y = 40
+        if column == columns[0]:
+            nodes.append({"id": note_id, "type": "MarkdownNote", "pos": [x, y + TITLE_H], "size": [NODE_W, NOTE_H],
+                          "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [],
+                          "title": "Read me first", "properties": {}, "widgets_values": [note],
+                          "color": "#432", "bgcolor": "#653"})
+            y += TITLE_H + NOTE_H + 2 * GAP
+        for group in present:
+            top = y
+            y += GROUP_HEAD
+            for nid in sorted(members[group], key=lambda n: stacking_key(n, prompt[n], group)):
+                node = prompt[nid]
+                info = object_info[node["class_type"]]
+                inputs, widgets, big_text = built[nid]
+                outputs = [{"name": oname, "type": otype, "links": out_links[nid].get(slot, []), "slot_index": slot}
+                           for slot, (otype, oname) in enumerate(zip(info["output"], info["output_name"]))]
+                height = node_height(node["class_type"], len(inputs), len(widgets), len(outputs), big_text)
+                properties = {"Node name for S&R": node["class_type"]}
+                models = models_property(node, manifest)
+                if models:
+                    properties["models"] = models
+                ui_node = {"id": int(nid), "type": node["class_type"], "pos": [x, y + TITLE_H],
+                           "size": [NODE_W, height], "flags": {}, "order": 0, "mode": 0, "inputs": inputs,
+                           "outputs": outputs, "properties": properties, "widgets_values": widgets}
+                node_name = node_title(nid, node, name)
+                if node_name:
+                    ui_node["title"] = node_name
+                nodes.append(ui_node)
+                y += TITLE_H + height + GAP
+            groups.append({"id": len(groups) + 1, "title": group, "bounding": [x - PAD, top, NODE_W + 2 * PAD, y - top],
+                           "color": colours[group], "font_size": 24, "flags": {}})
+            y += 2 * GAP
+        x += NODE_W + 2 * PAD + COL_GAP
+    # Execution order as the canvas saves it: parents first.
     depth = {}
 
     def node_depth(nid):
@@ -194,63 +530,36 @@ def api_to_ui(prompt: dict, object_info: dict, title: str) -> dict:
             depth[nid] = 1 + max((node_depth(p) for p in parents), default=-1)
         return depth[nid]
 
-    for nid in ids:
-        node_depth(nid)
-    column_y = {}
-    links, nodes = [], []
-    out_links = {nid: {} for nid in ids}
-    link_id = 0
-    pending_inputs = {}
-    for nid in ids:
-        node = prompt[nid]
-        info = object_info[node["class_type"]]
-        inputs, widgets = [], []
-        for name, spec in ordered_inputs(info):
-            value = node["inputs"].get(name)
-            if isinstance(value, list):
-                link_id += 1
-                src, slot = value
-                src_type = object_info[prompt[src]["class_type"]]["output"][slot]
-                links.append([link_id, int(src), slot, int(nid), len(inputs), src_type])
-                out_links[src].setdefault(slot, []).append(link_id)
-                entry = {"name": name, "type": spec[0] if not isinstance(spec[0], list) else "COMBO", "link": link_id}
-                if is_widget(spec):
-                    entry["widget"] = {"name": name}
-                    widgets.append(None)
-                    widgets.extend(extra_widget_values(spec))
-                inputs.append(entry)
-            elif is_widget(spec):
-                widgets.append(value if value is not None else (spec[1] if len(spec) > 1 else {}).get("default"))
-                widgets.extend(extra_widget_values(spec))
-            else:
-                inputs.append({"name": name, "type": spec[0], "link": None})
-        pending_inputs[nid] = (inputs, widgets)
-    order = sorted(ids, key=lambda n: (depth[n], int(n)))
-    for index, nid in enumerate(order):
-        node = prompt[nid]
-        info = object_info[node["class_type"]]
-        inputs, widgets = pending_inputs[nid]
-        outputs = []
-        for slot, (otype, oname) in enumerate(zip(info["output"], info["output_name"])):
-            outputs.append({"name": oname, "type": otype, "links": out_links[nid].get(slot, []),
-                            "slot_index": slot})
-        height = 60 + 26 * (len(inputs) + len(widgets) + len(outputs))
-        x = 40 + 440 * depth[nid]
-        y = column_y.get(depth[nid], 40)
-        column_y[depth[nid]] = y + height + 40
-        nodes.append({
-            "id": int(nid), "type": node["class_type"], "pos": [x, y], "size": [400, height],
-            "flags": {}, "order": index, "mode": 0, "inputs": inputs, "outputs": outputs,
-            "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets,
-        })
+    rank = {int(nid): i for i, nid in enumerate(sorted(ids, key=lambda n: (node_depth(n), int(n))))}
+    for node in nodes:
+        node["order"] = rank.get(node["id"], len(rank))
     nodes.sort(key=lambda n: n["id"])
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-standin/" + title)),
-        "revision": 0, "last_node_id": max(int(i) for i in ids), "last_link_id": link_id,
-        "nodes": nodes, "links": links, "groups": [], "config": {},
-        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"title": title}},
+        "revision": 0, "last_node_id": note_id, "last_link_id": link_id,
+        "nodes": nodes, "links": links, "groups": groups, "config": {},
+        "extra": {"ds": opening_view(nodes, groups), "info": {"title": title, "description": description}},
         "version": 0.4,
     }
+
+
+# The canvas the view is fitted to: a 1920x1080 window less the frontend's side bar, its top bars
+# (tabs, workflow name, Run) and a margin; never below scale 0.6, where the canvas still draws text.
+VIEW_W, VIEW_H, SIDEBAR_W, MENU_H, MARGIN, MIN_SCALE = 1920, 1080, 64, 140, 20, 0.6
+
+
+def opening_view(nodes: list, groups: list) -> dict:
+    """extra.ds such that the whole graph is on screen when the workflow opens, clear of the
+    side bar: LiteGraph draws canvas point p at (p + offset) * scale."""
+    boxes = [g["bounding"] for g in groups] + [[n["pos"][0], n["pos"][1] - TITLE_H, n["size"][0], n["size"][1] + TITLE_H]
+                                               for n in nodes]
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    scale = min((VIEW_W - SIDEBAR_W - 2 * MARGIN) / (x1 - x0), (VIEW_H - MENU_H - 2 * MARGIN) / (y1 - y0), 1.0)
+    if scale < MIN_SCALE:
+        raise ValueError(f"the graph ({x1 - x0} x {y1 - y0}) does not fit a 1920x1080 window at scale {MIN_SCALE}")
+    scale = round(scale, 4)
+    return {"scale": scale, "offset": [round((SIDEBAR_W + MARGIN) / scale - x0, 2), round((MENU_H + MARGIN) / scale - y0, 2)]}
 
 
 def fetch_object_info(server: str) -> dict:
@@ -269,13 +578,15 @@ def with_widget_defaults(prompt: dict, object_info: dict) -> dict:
                     node["inputs"][name] = opts["default"]
                 elif isinstance(spec[0], list) and spec[0]:
                     node["inputs"][name] = spec[0][0]
+                elif spec[0] == "COMBO" and opts.get("options"):  # V3 combo: the canvas takes the first
+                    node["inputs"][name] = opts["options"][0]
     return prompt
 
 
 def write(out_dir: str, object_info: dict, only=None) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for name, (make, title) in WORKFLOWS.items():
+    for name, (make, title, description) in WORKFLOWS.items():
         if only and name not in only:
             continue
         prompt = with_widget_defaults(make(), object_info)
@@ -288,7 +599,7 @@ def write(out_dir: str, object_info: dict, only=None) -> list[str]:
             json.dump(prompt, f, indent=2, ensure_ascii=False)
             f.write("\n")
         with open(ui_path, "w", encoding="utf-8") as f:
-            json.dump(api_to_ui(prompt, object_info, title), f, indent=2, ensure_ascii=False)
+            json.dump(api_to_ui(prompt, object_info, title, name, description), f, indent=2, ensure_ascii=False)
             f.write("\n")
         written += [api_path, ui_path]
     return written
