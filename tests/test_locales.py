@@ -89,7 +89,11 @@ def test_frontend_in_that_language_shows_the_packs_node_names(comfy_server, tmp_
     with open(os.path.join(ROOT, "locales", lang, "nodeDefs.json"), encoding="utf-8") as f:
         ours = json.load(f)
     settings = comfy_server.get("/settings")
-    before = {key: settings.get(key) for key in ("Comfy.Locale", "Comfy.TutorialCompleted")}
+    # No template browser or missing-models dialog over the canvas in the screenshot (to read
+    # its Japanese or Chinese the machine needs a CJK font, e.g. Debian's fonts-noto-cjk).
+    changes = {"Comfy.Locale": lang, "Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
+    defaults = {"Comfy.Locale": "en", "Comfy.TutorialCompleted": False, "Comfy.Workflow.ShowMissingModelsWarning": True}
+    before = {key: settings.get(key, defaults[key]) for key in changes}
 
     async def check(cdp):
         await cdp.wait_for(f"window.app.extensionManager?.setting?.get('Comfy.Locale') === '{lang}'")
@@ -103,25 +107,30 @@ def test_frontend_in_that_language_shows_the_packs_node_names(comfy_server, tmp_
             f"(() => {{ const i18n = {I18N_JS}; return JSON.stringify(["
             " i18n.t('nodeDefs.StandIn_SampleVideo.inputs.width.tooltip'),"
             " i18n.t('nodeDefs.StandIn_EncodeReferenceFace.inputs.detector.tooltip'),"
-            " i18n.t('nodeDefs.StandIn_EncodeReferenceFace.outputs.1.tooltip')]); })()"))
+            " i18n.t('nodeDefs.StandIn_EncodeReferenceFace.outputs.1.tooltip'),"
+            " i18n.t('templateWorkflows.category.comfyui-standin')]); })()"))
         await cdp.screenshot(str(tmp_path / f"canvas_{lang}.png"))
         return shown
 
-    comfy_server.post("/settings/Comfy.Locale", lang)
-    comfy_server.post("/settings/Comfy.TutorialCompleted", True)  # no template browser over the canvas
+    for key, value in changes.items():
+        comfy_server.post(f"/settings/{key}", value)
     try:
         with frontend.Frontend(comfy_server.url) as fe:
             shown = fe.run(check)
     finally:
-        comfy_server.post("/settings/Comfy.Locale", before["Comfy.Locale"] or "en")
-        comfy_server.post("/settings/Comfy.TutorialCompleted", bool(before["Comfy.TutorialCompleted"]))
+        for key, value in before.items():
+            comfy_server.post(f"/settings/{key}", value)
     tooltips = shown.pop("tooltips")
     assert {"StandIn_LoadIdentityAdapter", "StandIn_EncodeReferenceFace", "StandIn_ApplyRSACPM",
             "StandIn_SampleVideo"} <= set(shown)
     for node_type, seen in shown.items():
         assert seen["title"] == ours[node_type]["display_name"], (node_type, seen)
         assert seen["description"] == ours[node_type]["description"], (node_type, seen)
+    with open(os.path.join(ROOT, "locales", lang, "main.json"), encoding="utf-8") as f:
+        template_label = json.load(f)["templateWorkflows"]["category"]["comfyui-standin"]
+    # ... and the template browser's label for the pack's templates
     assert tooltips == [ours["StandIn_SampleVideo"]["inputs"]["width"]["tooltip"],
                         ours["StandIn_EncodeReferenceFace"]["inputs"]["detector"]["tooltip"],
-                        ours["StandIn_EncodeReferenceFace"]["outputs"]["1"]["tooltip"]]
+                        ours["StandIn_EncodeReferenceFace"]["outputs"]["1"]["tooltip"],
+                        template_label]
     print("screenshot:", tmp_path / f"canvas_{lang}.png")

@@ -36,6 +36,13 @@ async function mergeMissing() {
     if (id.startsWith(PREFIX) && !i18n.te(`nodeDefs.${id}.display_name`, locale)) missing[id] = def;
   }
   if (Object.keys(missing).length) i18n.mergeLocaleMessage(locale, { nodeDefs: missing });
+  // The template browser's label for this pack's templates (locales/<lang>/main.json).
+  const categories = served?.[locale]?.templateWorkflows?.category ?? {};
+  const missingCategories = Object.fromEntries(
+    Object.entries(categories).filter(([module]) => !i18n.te(`templateWorkflows.category.${module}`, locale)));
+  if (Object.keys(missingCategories).length) {
+    i18n.mergeLocaleMessage(locale, { templateWorkflows: { category: missingCategories } });
+  }
 }
 
 app.registerExtension({
