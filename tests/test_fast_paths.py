@@ -8,7 +8,7 @@ import torch
 import wan_tiny
 
 
-def attention_calls(model, inputs, steps=2):
+def attention_calls(model, inputs, steps=2, **sample_kwargs):
     """Sample through ComfyUI and record every attention call's key count and mask."""
     calls = []
 
@@ -18,7 +18,7 @@ def attention_calls(model, inputs, steps=2):
 
     spied = model.clone()
     spied.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = spy
-    wan_tiny.sample(spied, inputs["context_pos"], inputs["context_neg"], seed=1, steps=steps)
+    wan_tiny.sample(spied, inputs["context_pos"], inputs["context_neg"], seed=1, steps=steps, **sample_kwargs)
     return calls
 
 
@@ -59,3 +59,46 @@ def test_cache_on_cpu_gives_the_default_output(base, inputs, adapter, standin, m
                              ctx_p, ctx_n, seed=5)
     assert torch.equal(on_cpu, default)
     assert placed[1] == {"cpu"}
+
+
+def test_context_windows_build_the_reference_once_and_every_window_attends_to_it(base, inputs, adapter, standin, monkeypatch):
+    """The long-video template: ComfyUI's WAN Context Windows on top of the patched model. Five
+    latent frames in windows of two overlapping by one (newer ComfyUI adds an anchor frame
+    before each window): the reference K/V are built once for the whole sampling, every
+    window's self-attention sees them, and no call sees the whole video."""
+    import inspect
+
+    from comfy_extras.nodes_context_windows import WanContextWindowsManualNode
+    builds = []
+    original = standin.StandInPatch.build
+
+    def counting_build(self, *args, **kwargs):
+        builds.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(standin.StandInPatch, "build", counting_build)
+    params = inspect.signature(WanContextWindowsManualNode.execute).parameters
+
+    def windows(model):
+        # in video frames: length 5 -> 2 latent frames, overlap 4 -> 1 (0.3.75 and 0.33 alike)
+        kwargs = dict(context_length=5, context_overlap=4, context_schedule="standard_static", context_stride=1,
+                      closed_loop=False, fuse_method="pyramid")
+        if "freenoise" in params:  # newer ComfyUI
+            kwargs["freenoise"] = False
+        return WanContextWindowsManualNode.execute(model, **kwargs).result[0]
+
+    frames, per_frame, ref_tokens, steps = 5, 6 * 8, 16, 2
+    shape = (1, 16, frames, 12, 16)
+    windowed = windows(standin.apply_standin(base, adapter, inputs["ip_latent"]))
+    calls = attention_calls(windowed, inputs, steps=steps, latent_shape=shape)
+    text_tokens = inputs["context_pos"].shape[1]
+    video = [c["keys"] for c in calls if c["keys"] not in (text_tokens, ref_tokens)]
+    blocks = len(base.model.diffusion_model.blocks)
+    assert len(video) >= steps * 2 * blocks, video  # at least two windows a step
+    for keys in video:
+        window_frames, rest = divmod(keys - ref_tokens, per_frame)
+        assert rest == 0 and 1 <= window_frames < frames, (keys, video)  # a window plus the reference
+    assert len(builds) == 1
+    ctx_p, ctx_n = inputs["context_pos"], inputs["context_neg"]
+    assert not torch.equal(wan_tiny.sample(windowed, ctx_p, ctx_n, seed=2, steps=2, latent_shape=shape),
+                           wan_tiny.sample(windows(base), ctx_p, ctx_n, seed=2, steps=2, latent_shape=shape))
