@@ -234,9 +234,17 @@ def test_in_the_frontend_a_missing_adapter_opens_the_error_dialog_and_warnings_s
     async def check(cdp):
         await cdp.evaluate(f"window.app.loadApiJson(JSON.parse({json.dumps(json.dumps(bad))}), 'bad_size')")
         await cdp.evaluate("window.app.queuePrompt(0, 1)")
-        await cdp.wait_for("document.body.innerText.includes('Prompt outputs failed validation') && "
-                           "document.body.innerText.includes('Stand-In_wan2.1_T2V_14B.ckpt') && "
-                           "document.body.innerText.includes('download_weights.py')", timeout=60)
+        # Frontend 1.32 opens an error dialog with the message; newer ones (1.48 of ComfyUI 0.33)
+        # show "N errors found" with a "View details" button that opens the errors panel.
+        await cdp.wait_for("document.body.innerText.includes('Prompt outputs failed validation') || "
+                           "[...document.querySelectorAll('button')].some(b => b.innerText.trim() === 'View details')",
+                           timeout=60)
+        await cdp.evaluate("(() => { const b = [...document.querySelectorAll('button')]"
+                           ".find(b => b.innerText.trim() === 'View details'); if (b) b.click(); })()")
+        await cdp.wait_for("document.body.innerText.includes('Stand-In_wan2.1_T2V_14B.ckpt')", timeout=60)
+        # In the errors panel our message is behind the error's info button.
+        await cdp.evaluate("document.querySelector('button[aria-label^=\"Info for Load Identity Adapter\"]')?.click()")
+        await cdp.wait_for("document.body.innerText.includes('download_weights.py')", timeout=60)
         await cdp.screenshot(str(tmp_path / "error_dialog.png"))
         await cdp.call("Input.dispatchKeyEvent", type="keyDown", key="Escape", code="Escape",
                        windowsVirtualKeyCode=27)
