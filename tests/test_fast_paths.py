@@ -2,7 +2,6 @@
 placement; each must give exactly what the plain computation gives."""
 
 
-import pytest
 import torch
 
 import wan_tiny
