@@ -12,8 +12,8 @@ STAMP := $(VENV)/.standin-installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt tools/setup_env.sh
-	PYTHON=$(PYTHON) VENV=$(VENV) bash tools/setup_env.sh
+$(STAMP): requirements.txt requirements-test.txt dev/setup_env.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash dev/setup_env.sh
 	touch $@
 
 test: venv
@@ -26,7 +26,7 @@ clean-venv:
 	rm -rf $(VENV)
 
 demo: venv
-	$(PY) tools/demo.py
+	$(PY) dev/demo.py
 
 # Another ComfyUI (a checkout of any version): its own environment, then the same tests.
 COMFY_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' "$(COMFYUI_DIR)/comfyui_version.py" 2>/dev/null)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .consent_record import enforce as enforce_consent_policy, policy_fingerprint
-from .standin import LATENT_CHANNELS, StandInError, apply_standin
-from .objects import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
+from ..engine.identity.patch import LATENT_CHANNELS, StandInError, apply_standin
+from .sockets import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
 
 
 class ApplyRSACPM(io.ComfyNode):

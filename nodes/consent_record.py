@@ -10,8 +10,8 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from . import consent
-from .objects import CATEGORY, NODE_PREFIX, IdentitySocket
+from ..engine.provenance import consent
+from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
 
 
 def state_dir() -> str:

@@ -12,11 +12,11 @@ import comfy.model_management
 import folder_paths
 from comfy_api.latest import io, ui
 
-from . import face
-from .notify import show_on_node
+from ..engine.faces import detect as face
+from .canvas_text import show_on_node
 from .load_adapter import FOLDER
-from .standin import LATENT_CHANNELS
-from .objects import CATEGORY, NODE_PREFIX, Identity, IdentitySocket
+from ..engine.identity.patch import LATENT_CHANNELS
+from .sockets import CATEGORY, NODE_PREFIX, Identity, IdentitySocket
 
 log = logging.getLogger(__name__)
 

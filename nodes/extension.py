@@ -6,7 +6,7 @@ from .apply_identity import ApplyRSACPM
 from .consent_record import ConsentRecord
 from .encode_reference import EncodeReferenceFace
 from .identity_similarity import IdentitySimilarity
-from . import prompt_check
+from . import queue_check
 from .load_adapter import LoadIdentityAdapter, register_model_folder
 from .sample_video import SampleVideo
 from .prepare_face_swap import PrepareFaceSwapVideo
@@ -29,6 +29,6 @@ async def comfy_entrypoint() -> StandInExtension:
     # ComfyUI 0.3.x does not call ComfyExtension.on_load; the folder must exist before the
     # node schemas (which list its files) are built.
     register_model_folder()
-    # A refused value in a pack node refuses the whole prompt (see prompt_check).
-    prompt_check.install(NODES)
+    # A refused value in a pack node refuses the whole prompt (see queue_check).
+    queue_check.install(NODES)
     return StandInExtension()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from .objects import CATEGORY, NODE_PREFIX
+from .sockets import CATEGORY, NODE_PREFIX
 
 # The official pipeline maps the 8-bit mask to [-1, 1] (preprocess_video) and keeps latents
 # where it is > 0.5: a mask value above 0.75 on ComfyUI's [0, 1] scale.

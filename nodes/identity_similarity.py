@@ -12,10 +12,10 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
 
-from . import face, face_embed, similarity_plot
+from ..engine.faces import detect as face, embed as face_embed, plot as similarity_plot
 from .load_adapter import FOLDER
-from .notify import show_on_node
-from .objects import CATEGORY, NODE_PREFIX, IdentitySocket
+from .canvas_text import show_on_node
+from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
 
 log = logging.getLogger(__name__)
 

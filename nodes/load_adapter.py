@@ -8,11 +8,11 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from . import manifest
-from .notify import show_on_node
-from .adapter import SUPPORTED_EXT, AdapterError, load_adapter_file
-from .standin import make_adapter_patcher
-from .objects import CATEGORY, NODE_PREFIX, AdapterSocket, IdentityAdapter
+from ..engine import weights as manifest
+from .canvas_text import show_on_node
+from ..engine.identity.adapter import SUPPORTED_EXT, AdapterError, load_adapter_file
+from ..engine.identity.patch import make_adapter_patcher
+from .sockets import CATEGORY, NODE_PREFIX, AdapterSocket, IdentityAdapter
 
 log = logging.getLogger(__name__)
 

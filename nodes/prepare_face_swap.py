@@ -10,9 +10,9 @@ import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
 
-from . import face_swap
-from .notify import show_on_node
-from .objects import CATEGORY, NODE_PREFIX, IdentitySocket
+from ..engine.faces import swap as face_swap
+from .canvas_text import show_on_node
+from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
 
-from . import face_swap
-from .objects import CATEGORY, NODE_PREFIX
+from ..engine.faces import swap as face_swap
+from .sockets import CATEGORY, NODE_PREFIX
 from .prepare_face_swap import check_frames
 
 

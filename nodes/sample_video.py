@@ -14,7 +14,7 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from .objects import CATEGORY, NODE_PREFIX
+from .sockets import CATEGORY, NODE_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import InputImpl, Types, io, ui
 
-from . import audit, provenance
+from ..engine.provenance import audit, c2pa_label as provenance
 from .consent_record import enforce, load_policy, state_dir
-from .objects import CATEGORY, NODE_PREFIX, IdentitySocket
+from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
 
 log = logging.getLogger(__name__)
 

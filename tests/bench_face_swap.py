@@ -21,7 +21,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "dev"))
 sys.path.insert(0, HERE)
 
 import comfyhost  # noqa: E402
@@ -76,8 +76,8 @@ def main(argv=None) -> int:
     import face_swap_video as V
     logging.disable(logging.WARNING)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    face = importlib.import_module(f"{pack.__name__}.nodes.face")
-    objects = importlib.import_module(f"{pack.__name__}.nodes.objects")
+    face = importlib.import_module(f"{pack.__name__}.engine.faces.detect")
+    objects = importlib.import_module(f"{pack.__name__}.nodes.sockets")
     prepare_face_swap = importlib.import_module(f"{pack.__name__}.nodes.prepare_face_swap")
     restore_background = importlib.import_module(f"{pack.__name__}.nodes.restore_background")
 

@@ -21,7 +21,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "dev"))
 
 
 def main(argv=None):
@@ -46,7 +46,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     pack = comfyhost.load_pack()
     from importlib import import_module
-    standin = import_module(pack.__name__ + ".nodes.standin")
+    standin = import_module(pack.__name__ + ".engine.identity.patch")
 
     b, s, r, c, d = args.batch, args.tokens, args.ref_tokens, args.dim, 128
     n = c // d

@@ -51,7 +51,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "dev"))
 sys.path.insert(0, HERE)
 
 # The real case: Wan 2.1 T2V 14B (dim 5120, 40 blocks, 40 heads of 128), an 832x480, 81-frame
@@ -223,8 +223,8 @@ def setup(c):
         return timed_build
 
     for variant, pack in packs.items():
-        standin = import_module(pack.__name__ + ".nodes.standin")
-        adapter_mod = import_module(pack.__name__ + ".nodes.adapter")
+        standin = import_module(pack.__name__ + ".engine.identity.patch")
+        adapter_mod = import_module(pack.__name__ + ".engine.identity.adapter")
         adapter = adapter_mod.StandInAdapter.from_state_dict(dict(adapter_sd))
         models[variant] = standin.apply_standin(base, adapter, reference, strength=c["strength"],
                                                 cache_on_cpu=c["cache_on_cpu"])

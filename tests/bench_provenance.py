@@ -18,14 +18,14 @@ from fractions import Fraction
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "dev"))
 
 import conftest  # noqa: E402  (ComfyUI on sys.path, the pack loaded as ComfyUI loads it)
 import torch  # noqa: E402
 from comfy_api.latest import InputImpl, Types  # noqa: E402
 
-provenance = conftest.pack_module("provenance")
-audit = conftest.pack_module("audit")
+provenance = conftest.pack_module("engine.provenance.c2pa_label")
+audit = conftest.pack_module("engine.provenance.audit")
 
 
 def clip(n=81, h=480, w=832):

@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "dev"))
 sys.path.insert(0, HERE)
 
 import comfyhost  # noqa: E402
@@ -41,7 +41,7 @@ import identity_media  # noqa: E402
 
 def load_engine():
     pack = comfyhost.load_pack()
-    return importlib.import_module(f"{pack.__name__}.nodes.face_embed")
+    return importlib.import_module(f"{pack.__name__}.engine.faces.embed")
 
 
 def embed_people(fe, embedder, detector="auto", model_dirs=()):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parity with the official Stand-In implementation, on ComfyUI's own Wan model.
 
-    python tests/check_parity.py [DIR ...]      (default: ../shared/fixtures/standin_parity)
+    python tests/check_parity.py [DIR ...]      (default: tests/fixtures/standin_parity)
 
 Each DIR holds a fixture set described by its ``calls.json``: a tiny Wan DiT in ComfyUI's
 format, a Stand-In adapter in one or more files, inputs, and the outputs and cached reference
@@ -26,8 +26,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "fixtures", "standin_parity"))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+DEFAULT_DIR = os.path.join(HERE, "fixtures", "standin_parity")
+sys.path.insert(0, os.path.join(ROOT, "dev"))
 
 import comfyhost  # noqa: E402
 
@@ -84,8 +84,8 @@ def check_folder(folder: str) -> list[tuple[str, Comparison, int]]:
 
     pack = comfyhost.load_pack()
     from importlib import import_module
-    adapter_mod = import_module(pack.__name__ + ".nodes.adapter")
-    standin = import_module(pack.__name__ + ".nodes.standin")
+    adapter_mod = import_module(pack.__name__ + ".engine.identity.adapter")
+    standin = import_module(pack.__name__ + ".engine.identity.patch")
 
     with open(os.path.join(folder, "calls.json")) as f:
         spec = json.load(f)

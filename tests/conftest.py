@@ -12,7 +12,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # user commands (download_weights, verify_provenance)
+sys.path.insert(0, os.path.join(ROOT, "dev"))  # developer tools (comfyhost, tiny_models, comfy_server)
 sys.path.insert(0, HERE)
 
 import comfyhost  # noqa: E402
@@ -20,18 +21,20 @@ import comfyhost  # noqa: E402
 comfyhost.setup_comfy(cpu=True)
 PACK = comfyhost.load_pack()
 
-FIXTURE_DIR = os.path.normpath(os.environ.get(
-    "STANDIN_FIXTURE_DIR", os.path.join(ROOT, "..", "shared", "fixtures", "standin_parity")))
+# The official outputs on tiny models live in the project (tests/fixtures/), so a clone tests alone.
+FIXTURES = os.path.join(HERE, "fixtures")
+FIXTURE_DIR = os.path.normpath(os.environ.get("STANDIN_FIXTURE_DIR", os.path.join(FIXTURES, "standin_parity")))
+MULTI_FIXTURE_DIR = os.path.join(FIXTURES, "standin_multi")
 
 
 def pack_module(name):
-    return importlib.import_module(f"{PACK.__name__}.nodes.{name}")
+    return importlib.import_module(f"{PACK.__name__}.{name}")
 
 
 @pytest.fixture(scope="session")
 def fixture_dir():
     if not os.path.isfile(os.path.join(FIXTURE_DIR, "calls.json")):
-        pytest.fail(f"parity fixtures not found at {FIXTURE_DIR} (../shared beside the checkout)")
+        pytest.fail(f"parity fixtures not found at {FIXTURE_DIR} (tests/fixtures/ in the repository)")
     return FIXTURE_DIR
 
 
@@ -55,12 +58,12 @@ def adapter(fixture_dir, adapter_mod):
 
 @pytest.fixture(scope="session")
 def standin():
-    return pack_module("standin")
+    return pack_module("engine.identity.patch")
 
 
 @pytest.fixture(scope="session")
 def adapter_mod():
-    return pack_module("adapter")
+    return pack_module("engine.identity.adapter")
 
 
 FACE, CAT = "standin_test_face.png", "standin_test_cat.png"

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, ImageSequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "dev"))
 
 import comfyhost  # noqa: E402
 
@@ -32,7 +32,7 @@ IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 def load_pack_module(name):
     pack = comfyhost.load_pack()
-    return importlib.import_module(f"{pack.__name__}.nodes.{name}")
+    return importlib.import_module(f"{pack.__name__}.{name}")
 
 
 def read_image(path: str) -> np.ndarray:
@@ -73,7 +73,7 @@ def read_frames(path: str) -> np.ndarray:
 
 
 def score(reference_path: str, frames_path: str, embedder="auto", detector="auto", model_dirs=()):
-    fe = load_pack_module("face_embed")
+    fe = load_pack_module("engine.faces.embed")
     return fe.score_video(read_image(reference_path), read_frames(frames_path), embedder, detector, model_dirs)
 
 
@@ -88,14 +88,14 @@ def main(argv=None) -> int:
     p.add_argument("--plot", help="also write the node's chart to this PNG")
     args = p.parse_args(argv)
     logging.disable(logging.WARNING)
-    fe = load_pack_module("face_embed")
+    fe = load_pack_module("engine.faces.embed")
     try:
         result = score(args.reference, args.video, args.embedder, args.detector, args.model_dir)
     except (fe.EmbedderUnavailable, fe.NoReferenceFace) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.plot:
-        Image.fromarray(load_pack_module("similarity_plot").plot_score(result)).save(args.plot)
+        Image.fromarray(load_pack_module("engine.faces.plot").plot_score(result)).save(args.plot)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(json.dumps(result.as_dict()))

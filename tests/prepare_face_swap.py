@@ -26,7 +26,7 @@ from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "dev"))
 sys.path.insert(0, HERE)
 
 import comfyhost  # noqa: E402
@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     pack = comfyhost.load_pack()
     import torch
     from comfy_api.input_impl import VideoFromFile
-    face = importlib.import_module(f"{pack.__name__}.nodes.face")
-    objects = importlib.import_module(f"{pack.__name__}.nodes.objects")
+    face = importlib.import_module(f"{pack.__name__}.engine.faces.detect")
+    objects = importlib.import_module(f"{pack.__name__}.nodes.sockets")
     encode_reference = importlib.import_module(f"{pack.__name__}.nodes.encode_reference")
     prepare_face_swap = importlib.import_module(f"{pack.__name__}.nodes.prepare_face_swap")
     logging.disable(logging.WARNING)  # the warnings are printed below and written to info.json

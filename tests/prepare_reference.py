@@ -22,14 +22,14 @@ import numpy as np
 from PIL import Image, ImageOps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "dev"))
 
 import comfyhost  # noqa: E402
 
 
 def load_face_module():
     pack = comfyhost.load_pack()
-    return importlib.import_module(f"{pack.__name__}.nodes.face")
+    return importlib.import_module(f"{pack.__name__}.engine.faces.detect")
 
 
 def read_image(path: str) -> np.ndarray:

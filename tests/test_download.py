@@ -224,7 +224,7 @@ def test_dry_run_lists_missing_files_of_a_shipped_workflow(tmp_path, capsys):
 
 def test_shipped_manifest_is_valid_and_matches_the_face_detector():
     import conftest
-    face = conftest.pack_module("face")
+    face = conftest.pack_module("engine.faces.detect")
     files = dw.load_manifest(dw.DEFAULT_MANIFEST)
     by_name = {f["name"]: f for f in files}
     yunet = face.yunet_manifest_entry()

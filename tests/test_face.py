@@ -20,7 +20,7 @@ from skimage import data as skdata
 
 from conftest import HERE, ROOT, pack_module
 
-face = pack_module("face")
+face = pack_module("engine.faces.detect")
 
 SIZE = 512
 

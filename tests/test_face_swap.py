@@ -22,12 +22,12 @@ W, H, N, NO_FACE = 250, 170, 14, (6,)
 
 @pytest.fixture(scope="module")
 def fs():
-    return conftest.pack_module("face_swap")
+    return conftest.pack_module("engine.faces.swap")
 
 
 @pytest.fixture(scope="module")
 def reference(fs):
-    face = conftest.pack_module("face")
+    face = conftest.pack_module("engine.faces.detect")
     prepared = face.prepare_reference(V.astronaut())
     assert prepared.mask is not None, "the selfie segmentation must give the person's alpha"
     return prepared, fs.swap_reference(prepared.image, prepared.mask)
@@ -196,15 +196,15 @@ def test_restore_background_keeps_the_source_outside_and_matches_colours(fs, vid
 
 @pytest.fixture(scope="module")
 def identity(reference):
-    objects = conftest.pack_module("objects")
+    objects = conftest.pack_module("nodes.sockets")
     prepared, _ = reference
     return objects.Identity(latent=torch.zeros(1, 16, 1, 64, 64), image=torch.from_numpy(prepared.image)[None],
                             vae_kind="test", latent_channels=16, alpha=torch.from_numpy(prepared.mask))
 
 
 def test_prepare_node_outputs_and_restore_node(identity, video):
-    prep = conftest.pack_module("prepare_face_swap").PrepareFaceSwapVideo
-    restore = conftest.pack_module("restore_background").RestoreBackground
+    prep = conftest.pack_module("nodes.prepare_face_swap").PrepareFaceSwapVideo
+    restore = conftest.pack_module("nodes.restore_background").RestoreBackground
     images = torch.from_numpy(video[0][:7])
     with torch.inference_mode():
         out = prep.execute(images, identity)
@@ -223,8 +223,8 @@ def test_prepare_node_outputs_and_restore_node(identity, video):
 
 
 def test_nodes_refuse_bad_input_with_what_to_do(identity):
-    prep = conftest.pack_module("prepare_face_swap").PrepareFaceSwapVideo
-    restore = conftest.pack_module("restore_background").RestoreBackground
+    prep = conftest.pack_module("nodes.prepare_face_swap").PrepareFaceSwapVideo
+    restore = conftest.pack_module("nodes.restore_background").RestoreBackground
     with pytest.raises(ValueError, match="no video frames.*Get Video Components"):
         prep.execute(torch.zeros(0, 64, 64, 3), identity)
     bad = torch.full((5, 64, 64, 3), float("nan"))

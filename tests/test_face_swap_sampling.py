@@ -37,15 +37,16 @@ def as_comfyui_runs_nodes():
 def env(tmp_path_factory):
     from skimage import data
     written = tiny_models.write_all(str(tmp_path_factory.mktemp("models")))
-    mods = {name: conftest.pack_module(name) for name in
-            ("encode_reference", "apply_identity", "sample_video", "adapter", "prepare_face_swap",
-             "face_swap_latent_mask", "restore_background", "objects", "load_adapter")}
+    mods = {name.rsplit(".", 1)[-1]: conftest.pack_module(name) for name in
+            ("nodes.encode_reference", "nodes.apply_identity", "nodes.sample_video", "engine.identity.adapter",
+             "nodes.prepare_face_swap", "nodes.face_swap_latent_mask", "nodes.restore_background", "nodes.sockets",
+             "nodes.load_adapter")}
     mods["load_adapter"].register_model_folder()
     base = comfy.sd.load_diffusion_model(written[tiny_models.TINY_DIT], model_options={"dtype": torch.float32})
     model = nodes_model_advanced.ModelSamplingSD3().patch(base, 5.0)[0]  # shift 5, as officially
     vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(written[tiny_models.TINY_VAE]))
     adapter_obj = mods["adapter"].load_adapter_file(written[tiny_models.TINY_ADAPTER])
-    adapter = mods["objects"].IdentityAdapter(name=tiny_models.TINY_ADAPTER, adapter=adapter_obj, patcher=None)
+    adapter = mods["sockets"].IdentityAdapter(name=tiny_models.TINY_ADAPTER, adapter=adapter_obj, patcher=None)
     photo = torch.from_numpy(data.astronaut().astype(np.float32) / 255.0).unsqueeze(0)
     identity = mods["encode_reference"].EncodeReferenceFace.execute(photo, vae).args[0]
     patched = mods["apply_identity"].ApplyRSACPM.execute(model, adapter, identity).args[0]
@@ -114,7 +115,7 @@ def test_prepared_video_and_mask_shapes(env):
 def test_latent_mask_is_the_official_one():
     """Official: 8-bit mask -> [-1, 1] in bf16 (preprocess_video), nearest-exact onto the latent
     grid (T frames -> (T - 1) / 4 + 1), > 0.5."""
-    lm = conftest.pack_module("face_swap_latent_mask")
+    lm = conftest.pack_module("nodes.face_swap_latent_mask")
     g = torch.Generator().manual_seed(1)
     for frames, h, w in ((81, 480, 832), (9, 64, 48), (1, 32, 32)):
         mask8 = torch.randint(0, 256, (frames, h, w), generator=g, dtype=torch.uint8)

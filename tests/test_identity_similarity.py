@@ -26,7 +26,7 @@ NO_FACE = (5, 6)
 
 @pytest.fixture(scope="module")
 def fe():
-    return conftest.pack_module("face_embed")
+    return conftest.pack_module("engine.faces.embed")
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,8 @@ def dlib_embedder(fe):
 def node(tmp_path_factory):
     models = str(tmp_path_factory.mktemp("models"))
     folder_paths.add_model_folder_path("standin", os.path.join(models, "standin"))
-    conftest.pack_module("load_adapter").register_model_folder()
-    return conftest.pack_module("identity_similarity").IdentitySimilarity
+    conftest.pack_module("nodes.load_adapter").register_model_folder()
+    return conftest.pack_module("nodes.identity_similarity").IdentitySimilarity
 
 
 def astronaut_box(fe):
@@ -100,7 +100,7 @@ def frames_tensor(video):
 
 
 def test_node_with_a_photo_and_with_an_identity(node, astronaut_video):
-    objects = conftest.pack_module("objects")
+    objects = conftest.pack_module("nodes.sockets")
     frames = frames_tensor(astronaut_video[3:9])          # 6 frames, 2 without a face (5, 6)
     photo = frames_tensor(identity_media.astronaut()[None])
     out = node.execute(frames, reference_image=photo, embedder="dlib")
@@ -115,7 +115,7 @@ def test_node_with_a_photo_and_with_an_identity(node, astronaut_video):
     assert ui["images"] and "4/6 frames" in ui["text"][0]
 
     # An identity from Encode Reference Face: its prepared 512x512 picture is the reference.
-    face = conftest.pack_module("face")
+    face = conftest.pack_module("engine.faces.detect")
     prepared = face.prepare_reference(identity_media.astronaut())
     identity = objects.Identity(latent=torch.zeros(1, 16, 1, 64, 64), image=torch.from_numpy(prepared.image)[None],
                                 vae_kind="test", latent_channels=16)
@@ -129,7 +129,7 @@ def test_node_errors_say_what_to_do(node, astronaut_video):
         node.execute(frames)
     with pytest.raises(ValueError, match="IMAGE batch"):
         node.execute(torch.zeros(3, 4), reference_image=frames[:1])
-    fe = conftest.pack_module("face_embed")
+    fe = conftest.pack_module("engine.faces.embed")
     with pytest.raises(fe.EmbedderUnavailable, match="w600k_r50.onnx"):
         node.execute(frames, reference_image=frames[:1], embedder="arcface")
     with pytest.raises(ValueError, match="No face found in the reference"):
@@ -168,7 +168,7 @@ def test_arcface_alignment_puts_the_face_on_the_template(fe):
 
 
 def test_plot_marks_threshold_low_frames_and_missing_faces(fe):
-    plot = conftest.pack_module("similarity_plot")
+    plot = conftest.pack_module("engine.faces.plot")
     per_frame = [0.97, 0.96, None, None, 0.80, 0.95, 0.96, 0.97]
     img = plot.plot_scores(per_frame, 0.92, "t", "s", width=800, height=320)
     assert img.shape == (320, 800, 3) and img.dtype == np.uint8
@@ -204,7 +204,7 @@ def test_command_line_prints_one_json_line(fe, tmp_path, astronaut_video):
 
 
 def test_arcface_file_is_in_the_manifest(fe):
-    manifest = conftest.pack_module("manifest")
+    manifest = conftest.pack_module("engine.weights")
     entry = manifest.find(fe.ARCFACE_FILE)
     assert entry is not None and entry.folder == "standin" and entry.url == fe.ARCFACE_URL
     assert entry.kind == "face_embedder"

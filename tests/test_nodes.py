@@ -31,8 +31,9 @@ def env(tmp_path_factory):
     from skimage import data
     models = str(tmp_path_factory.mktemp("models"))
     written = tiny_models.write_all(models)
-    pack_nodes = {name: conftest.pack_module(name) for name in
-                  ("load_adapter", "encode_reference", "apply_identity", "sample_video", "objects")}
+    pack_nodes = {name.rsplit(".", 1)[-1]: conftest.pack_module(name) for name in
+                  ("nodes.load_adapter", "nodes.encode_reference", "nodes.apply_identity", "nodes.sample_video",
+                   "nodes.sockets")}
     folder_paths.add_model_folder_path("standin", os.path.join(models, "standin"))
     pack_nodes["load_adapter"].register_model_folder()
     model = comfy.sd.load_diffusion_model(written[tiny_models.TINY_DIT], model_options={"dtype": torch.float32})
@@ -199,7 +200,7 @@ def test_mask_of_another_shape_is_refused_with_a_reason(env):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn])
 def test_low_precision_adapters_are_accepted_and_computed_in_float32(env, dtype, tmp_path):
-    adapter_mod = conftest.pack_module("adapter")
+    adapter_mod = conftest.pack_module("engine.identity.adapter")
     sd = safetensors_load(os.path.join(os.path.dirname(tiny_models.write_all(str(tmp_path))[tiny_models.TINY_ADAPTER])),
                           tiny_models.TINY_ADAPTER)
     low = adapter_mod.StandInAdapter.from_state_dict({k: v.to(dtype) for k, v in sd.items()})
@@ -208,7 +209,7 @@ def test_low_precision_adapters_are_accepted_and_computed_in_float32(env, dtype,
     got = low.lora(0).q_loras(x)
     want = x @ sd["blocks.0.self_attn.q_loras.down.weight"].to(dtype).float().T @ sd["blocks.0.self_attn.q_loras.up.weight"].to(dtype).float().T
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    standin = conftest.pack_module("standin")
+    standin = conftest.pack_module("engine.identity.patch")
     patched = standin.apply_standin(env["model"], low, env["model"].model.process_latent_in(env["identity"].latent))
     full = apply(env)
     out_low, out_full = ksampler(env, patched), ksampler(env, full)
@@ -243,7 +244,7 @@ def test_adapter_folder_keeps_what_extra_model_paths_yaml_configured(tmp_path, m
     yaml_path = tmp_path / "extra_model_paths.yaml"
     yaml_path.write_text(f"mine:\n    base_path: {tmp_path}\n    standin: my_adapters\n")
     extra_config.load_extra_path_config(str(yaml_path))
-    load_adapter = conftest.pack_module("load_adapter")
+    load_adapter = conftest.pack_module("nodes.load_adapter")
     load_adapter.register_model_folder()
     load_adapter.register_model_folder()  # idempotent
     paths = folder_paths.get_folder_paths("standin")

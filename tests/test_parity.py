@@ -1,4 +1,4 @@
-"""The port against the official implementation's own outputs (../shared fixtures)."""
+"""The port against the official implementation's own outputs (tests/fixtures, copied from the official code's runs)."""
 
 import json
 import os

@@ -23,13 +23,13 @@ from comfy_api.latest import io as cio
 
 import conftest
 
-consent = conftest.pack_module("consent")
-provenance = conftest.pack_module("provenance")
-audit = conftest.pack_module("audit")
-objects = conftest.pack_module("objects")
-save_labelled = conftest.pack_module("save_labelled")
-consent_record = conftest.pack_module("consent_record")
-apply_identity = conftest.pack_module("apply_identity")
+consent = conftest.pack_module("engine.provenance.consent")
+provenance = conftest.pack_module("engine.provenance.c2pa_label")
+audit = conftest.pack_module("engine.provenance.audit")
+objects = conftest.pack_module("nodes.sockets")
+save_labelled = conftest.pack_module("nodes.save_labelled")
+consent_record = conftest.pack_module("nodes.consent_record")
+apply_identity = conftest.pack_module("nodes.apply_identity")
 
 assert hasattr(comfy_nodes, "SaveImage")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

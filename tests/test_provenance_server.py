@@ -14,8 +14,8 @@ from comfy_server import ComfyServer
 from conftest import FACE
 from test_server_e2e import assert_success, error_message, output_files, tiny
 
-provenance = conftest.pack_module("provenance")
-audit = conftest.pack_module("audit")
+provenance = conftest.pack_module("engine.provenance.c2pa_label")
+audit = conftest.pack_module("engine.provenance.audit")
 
 GRAPH = "standin_wan21_t2v_sample_video"
 APPLY, SAMPLER, ENCODE = "11", "13", "8"

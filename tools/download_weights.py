@@ -147,7 +147,7 @@ def verify(path: str, entry: dict) -> None:
             except ValueError as e:
                 raise DownloadError(f"not a safetensors file (unreadable header: {e})") from None
     if entry.get("kind") == "standin_adapter" and entry.get("structure"):
-        adapter = _module("standin_adapter_check", os.path.join(ROOT, "nodes", "adapter.py"))
+        adapter = _module("standin_adapter_check", os.path.join(ROOT, "engine", "identity", "adapter.py"))
         try:
             sd = adapter.read_tensor_file(path, entry["name"])
             spec, _ = adapter.validate_state_dict(sd, entry["name"])

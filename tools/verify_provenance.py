@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_provenance():
-    spec = importlib.util.spec_from_file_location("standin_provenance", os.path.join(ROOT, "nodes", "provenance.py"))
+    spec = importlib.util.spec_from_file_location("standin_provenance", os.path.join(ROOT, "engine", "provenance", "c2pa_label.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

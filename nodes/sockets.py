@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from comfy_api.latest import io
 
-from .adapter import StandInAdapter
+from ..engine.identity.adapter import StandInAdapter
 
 CATEGORY = "Stand-In"
 NODE_PREFIX = "StandIn_"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tiny random-weight models in ComfyUI's real file formats, for the demo and the tests.
 
-    python tools/tiny_models.py MODELS_DIR
+    python dev/tiny_models.py MODELS_DIR
 
 writes into MODELS_DIR (a ComfyUI models folder):
   diffusion_models/standin_tiny_wan21_t2v.safetensors   Wan 2.1 T2V DiT, dim 256, 2 blocks (original Wan keys)

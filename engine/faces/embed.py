@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from . import face
+from . import detect as face
 
 log = logging.getLogger(__name__)
 

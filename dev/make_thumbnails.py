@@ -3,7 +3,7 @@
 the real canvas after a run, with the template's one-line description written under it.
 
     .venv/bin/python -m pytest tests/test_frontend.py -k every_template --basetemp /tmp/standin-shots
-    .venv/bin/python tools/make_thumbnails.py /tmp/standin-shots
+    .venv/bin/python dev/make_thumbnails.py /tmp/standin-shots
 
 The canvas test saves <name>_after_run.png (1920x1080: the template run with tiny models, its
 reference photo, prepared crop and video previews on the nodes). ComfyUI's template browser

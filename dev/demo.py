@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """make demo: real ComfyUI with this pack, an example workflow through the API queue, a video out.
 
-    python tools/demo.py [--workflow standin_wan21_t2v_sample_video] [--out out/standin_demo.mp4]
+    python dev/demo.py [--workflow standin_wan21_t2v_sample_video] [--out out/standin_demo.mp4]
 
 Starts ComfyUI (GPU when torch sees one, else CPU) on a private base directory (.demo/), copies
 a reference photo into its input folder, queues the example workflow with POST /prompt, follows
@@ -29,6 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # verify_provenance, a user command
 
 import tiny_models  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
@@ -98,7 +99,7 @@ def check_provenance(video: str, prompt_id: str, base: str) -> bool:
         f"{'self-signed installation key' if report.self_signed else 'your certificate'}; "
         f"models: {', '.join(m['name'] for m in report.generation.get('models', []))}")
     audit_dir = os.path.join(base, "user", "__standin", "audit")
-    spec_path = os.path.join(ROOT, "nodes", "audit.py")
+    spec_path = os.path.join(ROOT, "engine", "provenance", "audit.py")
     import importlib.util
     spec = importlib.util.spec_from_file_location("standin_audit", spec_path)
     audit = importlib.util.module_from_spec(spec)

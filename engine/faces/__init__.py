@@ -1,0 +1,1 @@
+"""Faces: detection and reference preparation, face swap, embeddings, plots."""

@@ -1,0 +1,1 @@
+"""Identity: the Stand-In adapter files and the patch on ComfyUI's Wan model."""

@@ -1,0 +1,1 @@
+"""Provenance: consent records and policy, C2PA labels, the audit log."""
