@@ -632,3 +632,24 @@ def test_unreachable_non_hub_host_and_a_refused_connection(tmp_path, web, capsys
     assert "cannot connect to 127.0.0.1 (it refused the connection)" in err
     assert "HF_ENDPOINT" not in err  # a mirror of the Hub does not help for other hosts
     assert "retrying" not in out + err
+
+
+def test_every_hub_url_of_the_manifest_maps_to_its_repo_revision_and_file(monkeypatch):
+    import huggingface_hub
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    hub_entries = [e for e in dw.load_manifest(dw.DEFAULT_MANIFEST) if "huggingface.co" in e["url"]]
+    assert len(hub_entries) >= 10
+    for e in hub_entries:
+        ref = dw.hf_file(e["url"])
+        assert ref is not None, e["url"]
+        assert ref["filename"].rsplit("/", 1)[-1] == e["name"]
+        rebuilt = huggingface_hub.hf_hub_url(ref["repo_id"], ref["filename"], repo_type=ref["repo_type"],
+                                             revision=ref["revision"], endpoint="https://huggingface.co")
+        assert rebuilt == e["url"]
+    assert dw.hf_file("https://huggingface.co/datasets/o/n/resolve/refs%2Fpr%2F3/a/b.bin") == {
+        "repo_type": "dataset", "repo_id": "o/n", "revision": "refs/pr/3", "filename": "a/b.bin"}
+    assert dw.hf_file("https://civitai.com/api/download/models/1587891") is None
+    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example/")
+    assert dw.effective_url(hub_entries[0]["url"]) == hub_entries[0]["url"].replace(
+        "https://huggingface.co", "https://mirror.example")
+    assert dw.effective_url("https://github.com/x/y.onnx") == "https://github.com/x/y.onnx"
