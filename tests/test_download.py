@@ -653,3 +653,12 @@ def test_every_hub_url_of_the_manifest_maps_to_its_repo_revision_and_file(monkey
     assert dw.effective_url(hub_entries[0]["url"]) == hub_entries[0]["url"].replace(
         "https://huggingface.co", "https://mirror.example")
     assert dw.effective_url("https://github.com/x/y.onnx") == "https://github.com/x/y.onnx"
+
+
+def test_a_file_missing_on_the_hub_says_the_manifest_may_be_out_of_date(tmp_path, hf, capsys):
+    m = hub_manifest(tmp_path, [("gone.safetensors", "vae", f"/{REPO}/resolve/main/split_files/vae/gone.safetensors",
+                                 None, None)])
+    assert run(["--name", "gone.safetensors", "--models-dir", str(tmp_path / "models"), "--manifest", m]) == 1
+    err = capsys.readouterr().err
+    assert f"HTTP 404: {hf.base}/{REPO}/resolve/main/split_files/vae/gone.safetensors does not exist" in err
+    assert "retrying" not in err
