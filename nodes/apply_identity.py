@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .consent_record import enforce as enforce_consent_policy, policy_fingerprint
+from .consent_record import enforce as enforce_consent_policy, policy_fingerprint, server_problem
 from ..engine.identity.patch import LATENT_CHANNELS, StandInError, apply_standin
 from .sockets import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
 
@@ -45,13 +45,21 @@ class ApplyRSACPM(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength=1.0):
+        # Server-wide faults (policy file, signing credentials, audit log) refuse the prompt at
+        # queue time; ComfyUI files the message under one typed-in input, hence the argument.
+        return server_problem()
+
+    @classmethod
     def fingerprint_inputs(cls, **kwargs):
         return policy_fingerprint()
 
     @classmethod
     def execute(cls, model, adapter, identity, strength=1.0, start_percent=0.0,
                 end_percent=1.0) -> io.NodeOutput:
-        enforce_consent_policy(identity)  # before any sampling: expired or (policy) missing consent
+        # Before any sampling: the policy, signing key and audit log the labelled save will use,
+        # and this identity's consent (expired, over the limits, or missing where required).
+        enforce_consent_policy(identity)
         if identity.latent_channels != LATENT_CHANNELS:
             raise ValueError(
                 f"This identity was encoded by a VAE with {identity.latent_channels}-channel "

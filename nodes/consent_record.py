@@ -10,7 +10,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..engine.provenance import consent
+from ..engine.provenance import consent, preflight
 from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
 
 
@@ -28,23 +28,43 @@ def load_policy() -> dict:
 
 
 def policy_fingerprint() -> tuple:
-    """Changes when the policy file or the date does, so a cached Apply re-checks consent."""
+    """Changes when the policy file, the signing files it names or the date do, so a cached Apply
+    re-checks them."""
+    def stamp(path):
+        try:
+            st = os.stat(path)
+            return st.st_size, st.st_mtime_ns
+        except (OSError, TypeError, ValueError):
+            return None
     path = os.path.join(state_dir(), consent.POLICY_FILE)
     try:
-        st = os.stat(path)
-        stamp = (st.st_size, st.st_mtime_ns)
-    except OSError:
-        stamp = None
-    return stamp, datetime.date.today().isoformat()
+        signing = load_policy()["signing"]
+        files = (stamp(signing["certificate"]), stamp(signing["private_key"]))
+    except (ValueError, KeyError):
+        files = None
+    return stamp(path), files, datetime.date.today().isoformat()
 
 
-def enforce(identity) -> None:
-    """Refuses (ValueError, shown on the node) an identity whose consent is expired, or that has
-    none while the policy requires one."""
+def server_ready() -> preflight.Ready:
+    """The policy, signing key and audit log, checked (ValueError saying what to fix)."""
+    return preflight.server_checks(state_dir())
+
+
+def server_problem():
+    """validate_inputs' answer for the server-wide checks: True or the message."""
     try:
-        consent.check_generation(getattr(identity, "consent", None), load_policy())
-    except (consent.ConsentError, consent.PolicyError) as e:
-        raise ValueError(str(e)) from None
+        server_ready()
+    except preflight.PreflightError as e:
+        return str(e)
+    return True
+
+
+def enforce(identity, ready: preflight.Ready | None = None) -> preflight.Ready:
+    """Before sampling: the server-wide checks, then this identity's consent (expired, over the
+    limits, or none while the policy requires one). ValueError, shown on the node."""
+    ready = ready or server_ready()
+    preflight.check_identity_consent(getattr(identity, "consent", None), ready.policy)
+    return ready
 
 
 class ConsentRecord(io.ComfyNode):

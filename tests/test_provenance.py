@@ -168,10 +168,10 @@ def test_a_broken_policy_file_refuses_rather_than_runs_unchecked(comfy_dirs):
     os.makedirs(comfy_dirs["state"])
     with open(os.path.join(comfy_dirs["state"], "policy.json"), "w") as f:
         f.write("{require_consent: true")
-    with pytest.raises(ValueError, match="cannot be read"):
+    with pytest.raises(ValueError, match="is not valid JSON"):
         consent_record.enforce(make_identity(valid_record()))
     write_policy(comfy_dirs, require_consnet=True)
-    with pytest.raises(ValueError, match="unknown settings"):
+    with pytest.raises(ValueError, match="unknown setting require_consnet"):
         consent_record.enforce(make_identity(valid_record()))
 
 
@@ -383,7 +383,10 @@ def test_concurrent_appends_from_processes_give_whole_lines(tmp_path, max_bytes)
         assert p.exitcode == 0
     log = audit.AuditLog(str(tmp_path), backups=50)
     entries, broken = audit.read(log.files())
+    rotations = [e for e in entries if e.get("event") == "audit_rotated"]
+    entries = [e for e in entries if "event" not in e]
     assert broken == 0 and len(entries) == workers * count
+    assert len(rotations) == len(log.files()) - 1  # every rotation is recorded
     assert sorted((e["worker"], e["i"]) for e in entries) == [(w, i) for w in range(workers) for i in range(count)]
     for e in entries:
         assert e["pad"].startswith(f"{e['worker']}-{e['i']}-")
@@ -392,10 +395,31 @@ def test_concurrent_appends_from_processes_give_whole_lines(tmp_path, max_bytes)
         assert all(os.path.getsize(f) <= max_bytes for f in log.files())
 
 
-def test_rotation_keeps_the_configured_number_of_backups(tmp_path):
+def test_rotation_keeps_every_file_and_records_each_rotation(tmp_path):
     log = audit.AuditLog(str(tmp_path), max_bytes=1000, backups=2, fsync=False)
+    for i in range(30):
+        log.append({"i": i, "pad": "z" * 200})
+    files = log.files()
+    assert len(files) > 3  # backups=2 deletes nothing unless delete_old_files says so
+    entries, broken = audit.read(files)
+    assert broken == 0 and [e["i"] for e in entries if "event" not in e] == list(range(30))
+    # Each file after the oldest opens with the rotation that closed the one before it: a
+    # missing or edited file breaks the chain.
+    for older, newer in zip(files, files[1:]):
+        (first, *_), _ = audit.read(newer)
+        assert first["event"] == "audit_rotated" and first["closed_sha256"] == provenance.sha256_file(older)
+
+
+def test_deleting_old_audit_files_needs_the_setting_and_is_logged(tmp_path):
+    log = audit.AuditLog(str(tmp_path), max_bytes=1000, backups=2, fsync=False, delete_old_files=True)
     for i in range(30):
         log.append({"i": i, "pad": "z" * 200})
     assert [os.path.basename(f) for f in log.files()] == ["audit.jsonl.2", "audit.jsonl.1", "audit.jsonl"]
     entries, broken = audit.read(log.files())
-    assert broken == 0 and entries[-1]["i"] == 29 and [e["i"] for e in entries] == sorted(e["i"] for e in entries)
+    kept = [e["i"] for e in entries if "event" not in e]
+    assert broken == 0 and kept[-1] == 29 and kept == sorted(kept)
+    # The deletions still on disk are recorded with what they removed; every line not kept was in
+    # a deleted file (or in a file whose deletion record was itself deleted later).
+    deletions = [e for e in entries if e.get("event") == "audit_files_deleted"]
+    assert deletions and all(d["setting"] == "audit.delete_old_files" for d in deletions)
+    assert all(f["lines"] > 0 and len(f["sha256"]) == 64 for d in deletions for f in d["deleted"])
