@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .consent_record import enforce as enforce_consent_policy, policy_fingerprint, server_problem
+from .consent_record import enforce as enforce_consent_policy, policy_fingerprint, refuse_if_server_unready
 from ..engine.identity.patch import LATENT_CHANNELS, StandInError, apply_standin
 from .sockets import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
 
@@ -47,8 +47,8 @@ class ApplyRSACPM(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, strength=1.0):
         # Server-wide faults (policy file, signing credentials, audit log) refuse the prompt at
-        # queue time; ComfyUI files the message under one typed-in input, hence the argument.
-        return server_problem()
+        # queue time. ComfyUI calls validate_inputs only when it declares an input.
+        return refuse_if_server_unready()
 
     @classmethod
     def fingerprint_inputs(cls, **kwargs):

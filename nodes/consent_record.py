@@ -50,12 +50,11 @@ def server_ready() -> preflight.Ready:
     return preflight.server_checks(state_dir())
 
 
-def server_problem():
-    """validate_inputs' answer for the server-wide checks: True or the message."""
-    try:
-        server_ready()
-    except preflight.PreflightError as e:
-        return str(e)
+def refuse_if_server_unready() -> bool:
+    """For validate_inputs: True, or a ValueError with the server-wide fault. Raised rather than
+    returned: ComfyUI repeats a returned message once per input of the node, while a raised one
+    is reported once, on the node."""
+    server_ready()
     return True
 
 
@@ -105,10 +104,9 @@ class ConsentRecord(io.ComfyNode):
                         document_sha256=None, granted_on=""):
         if None in (subject, purpose, valid_until, document_id, document_sha256):
             return True  # a field comes from another node: execute checks it once it is known
-        try:
-            consent.make_record(subject, purpose, valid_until, document_id, document_sha256, granted_on or "")
-        except consent.ConsentError as e:
-            return str(e)
+        # Raised, not returned: ComfyUI repeats a returned message once per input, and this one
+        # is about the record as a whole.
+        consent.make_record(subject, purpose, valid_until, document_id, document_sha256, granted_on or "")
         return True
 
     @classmethod

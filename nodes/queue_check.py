@@ -36,6 +36,8 @@ def node_problem(cls, inputs: dict):
             args[name] = None if _is_link(value) else value
     try:
         answer = fn(**args)
+    except ValueError as e:  # the node's refusal, raised so that ComfyUI reports it once
+        return str(e)
     except Exception as e:  # a value of the wrong type: ComfyUI's own validation reports it
         log.debug("Stand-In prompt check: %s.validate_inputs raised %s", getattr(cls, "__name__", cls), e)
         return None

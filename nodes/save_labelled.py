@@ -16,7 +16,7 @@ from comfy.cli_args import args
 from comfy_api.latest import InputImpl, Types, io, ui
 
 from ..engine.provenance import audit, c2pa_label as provenance, consent, policy as policy_schema, preflight, publish
-from .consent_record import enforce, server_problem, state_dir
+from .consent_record import enforce, refuse_if_server_unready, state_dir
 from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class SaveLabelledVideo(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, filename_prefix):
-        return server_problem()
+        return refuse_if_server_unready()
 
     @classmethod
     def execute(cls, video, filename_prefix, format, codec, visible_mark=False, identity=None) -> io.NodeOutput:
@@ -253,7 +253,7 @@ class SaveLabelledImage(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, filename_prefix):
-        return server_problem()
+        return refuse_if_server_unready()
 
     @classmethod
     def execute(cls, images, filename_prefix, visible_mark=False, identity=None) -> io.NodeOutput:

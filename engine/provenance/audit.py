@@ -16,6 +16,7 @@ so a missing or edited file shows as a broken chain.
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import json
 import logging
@@ -139,8 +140,27 @@ class AuditLog:
             probe = os.path.join(self.directory, f".probe-{os.getpid()}-{threading.get_ident()}")
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.close(fd)
-            os.replace(probe, probe + ".renamed")
-            os.remove(probe + ".renamed")
+            try:
+                os.replace(probe, probe + ".renamed")
+                # Linux refuses to link an append-only or immutable file, and rotation must rename
+                # the log: where links work at all, a log that cannot be linked cannot rotate.
+                try:
+                    os.link(probe + ".renamed", probe)
+                    links = True
+                except OSError:
+                    links = False
+                if links and os.path.getsize(self.path):
+                    os.remove(probe)
+                    try:
+                        os.link(self.path, probe)
+                    except PermissionError:
+                        raise PermissionError(errno.EPERM, "it cannot be renamed when it rotates (append-only "
+                                                           "or immutable attribute? lsattr shows it)",
+                                              self.path) from None
+            finally:
+                for leftover in (probe, probe + ".renamed"):
+                    if os.path.lexists(leftover):
+                        os.remove(leftover)
 
     def append(self, entry: dict) -> bool:
         """Writes one line; returns True if a truncated last line was found (and terminated)."""

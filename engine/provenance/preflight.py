@@ -56,9 +56,46 @@ def describe_os_error(e: OSError, what: str) -> str:
     return f"{what} {path} failed ({reason}): {fix}"
 
 
+def _stamp(path) -> tuple | None:
+    try:
+        st = os.lstat(path)
+        return st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+# One prompt asks up to four times within a second (the queue check and ComfyUI's validation of
+# Apply and the save, then Apply itself); a success is remembered for a few seconds, and only
+# while none of the files it read has changed.
+_REMEMBER_S = 10.0
+_last_success: dict = {}
+
+
+def _files_key(state_dir: str, policy: dict | None) -> tuple:
+    paths = [os.path.join(state_dir, policy_schema.POLICY_FILE), os.path.join(state_dir, "signing")]
+    paths.append(os.path.join(state_dir, "signing", c2pa_label.INSTALLATION_KEY_FILE))
+    if policy is not None:
+        paths += [policy["signing"]["certificate"], policy["signing"]["private_key"]]
+    paths += [audit_dir(state_dir), os.path.join(audit_dir(state_dir), audit.LOG_NAME)]
+    return tuple((p, _stamp(os.path.expanduser(p) if isinstance(p, str) else p)) for p in paths)
+
+
 def server_checks(state_dir: str, now: datetime.datetime | None = None) -> Ready:
     """The policy, the signing key and the audit log, as the labelled save will use them;
     PreflightError otherwise."""
+    import time
+    remembered = _last_success.get(state_dir)
+    if now is None and remembered is not None:
+        when, key, ready = remembered
+        if time.monotonic() - when < _REMEMBER_S and key == _files_key(state_dir, ready.policy):
+            return ready
+    ready = _server_checks(state_dir, now)
+    if now is None:
+        _last_success[state_dir] = (time.monotonic(), _files_key(state_dir, ready.policy), ready)
+    return ready
+
+
+def _server_checks(state_dir: str, now: datetime.datetime | None) -> Ready:
     try:
         policy = policy_schema.load(state_dir)
     except policy_schema.PolicyError as e:

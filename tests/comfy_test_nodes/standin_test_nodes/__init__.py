@@ -96,3 +96,44 @@ class PackStats:
 
 NODE_CLASS_MAPPINGS["StandInTest_PackStats"] = PackStats
 NODE_DISPLAY_NAME_MAPPINGS["StandInTest_PackStats"] = "Pack Stats (Stand-In tests)"
+
+
+class FaultAfterSampling:
+    """Passes images through after doing one file-system action: a fault that appears while a
+    generation runs (a certificate replaced, the audit log made a folder), so the tests can show
+    what the labelled save does with a fault found only after sampling."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",),
+                             "action": (["none", "mkdir", "copy", "write", "remove"],),
+                             "path": ("STRING", {"default": ""}),
+                             "source_or_text": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = "Stand-In/testing"
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def run(self, images, action, path, source_or_text):
+        import os
+        import shutil
+        if action == "mkdir":
+            if os.path.isfile(path):
+                os.remove(path)
+            os.makedirs(path, exist_ok=True)
+        elif action == "copy":
+            shutil.copyfile(source_or_text, path)
+        elif action == "write":
+            with open(path, "w") as f:
+                f.write(source_or_text)
+        elif action == "remove":
+            os.remove(path)
+        return (images,)
+
+
+NODE_CLASS_MAPPINGS["StandInTest_FaultAfterSampling"] = FaultAfterSampling
+NODE_DISPLAY_NAME_MAPPINGS["StandInTest_FaultAfterSampling"] = "Fault After Sampling (Stand-In tests)"
