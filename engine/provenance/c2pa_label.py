@@ -153,6 +153,7 @@ class SigningKey:
     timestamp_url: str | None = None
     self_signed: bool = True
     source: str = ""
+    key_source: str = ""
 
     def describe(self) -> str:
         return ("self-signed installation key" if self.self_signed else "configured certificate") + (
@@ -257,12 +258,13 @@ def signing_key(policy_signing: dict, key_dir: str) -> SigningKey:
             with open(path, "rb") as f:
                 files[what] = f.read(2**20)
         except OSError as e:
-            raise ProvenanceError(f"The signing {what.replace('_', ' ')} {path} (signing.{what} in the Stand-In "
-                                  f"policy) cannot be read ({e.strerror}): give the path of a PEM file that the "
+            raise ProvenanceError(f"The signing {what.replace('_', ' ')} {path} (signing.{what} in "
+                                  f"user/__standin/policy.json) cannot be read ({e.strerror}): give the path of a PEM file that the "
                                   f"user running ComfyUI can read.") from None
     chain, key = files["certificate"], files["private_key"]
     return SigningKey(chain, key, str(policy_signing.get("algorithm") or "es256").lower(),
-                      policy_signing.get("timestamp_url") or None, False, os.path.expanduser(cert_path))
+                      policy_signing.get("timestamp_url") or None, False, os.path.expanduser(cert_path),
+                      os.path.expanduser(key_path))
 
 
 # c2pa-python 0.x refused a manifest of about 2 MB of JSON (StringTooLong: manifest_json) and took
@@ -308,9 +310,9 @@ def check_signing_key(key: SigningKey, min_valid_hours: int = 24, now: datetime.
         private = serialization.load_pem_private_key(key.private_key, password=None)
     except (ValueError, TypeError) as e:
         what = "is protected by a password (the pack needs an unencrypted key file, readable only by " \
-               "ComfyUI's user)" if "password" in str(e).lower() or "encrypted" in str(e).lower() else \
+               "ComfyUI's user)" if isinstance(e, TypeError) or b"ENCRYPTED" in key.private_key else \
                "is damaged or not a PEM private key"
-        raise ProvenanceError(f"The signing private key for {where} {what}: {fix_cert}.") from None
+        raise ProvenanceError(f"The signing private key {key.key_source or 'for ' + where} {what}: {fix_cert}.") from None
     signer = chain[0]
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if (signer.public_key().public_bytes(serialization.Encoding.DER, spki)
@@ -324,7 +326,8 @@ def check_signing_key(key: SigningKey, min_valid_hours: int = 24, now: datetime.
     if family is not None and (actual[0] != family or (curve and actual[1] != curve)):
         suits = [a for a, (f, c) in KEY_TYPES.items() if f == actual[0] and (c is None or c == actual[1])]
         raise ProvenanceError(f"signing.algorithm is {key.algorithm} but the key is {' '.join(filter(None, actual))}: "
-                              f"set signing.algorithm to {' or '.join(suits) or 'one that suits the key'}.")
+                              f"set signing.algorithm to {' or '.join(suits) or 'one that suits the key'} in "
+                              f"user/__standin/policy.json.")
     now = now or datetime.datetime.now(datetime.timezone.utc)
     until = now + datetime.timedelta(hours=min_valid_hours)
     for i, cert in enumerate(chain):
@@ -357,7 +360,8 @@ def _check_reachable(url: str, timeout: float) -> None:
         with socket.create_connection((parts.hostname, port), timeout=timeout):
             pass
     except OSError as e:
-        raise ProvenanceError(f"The time-stamp service {url} (signing.timestamp_url) cannot be reached "
+        raise ProvenanceError(f"The time-stamp service {url} (signing.timestamp_url in user/__standin/policy.json) "
+                              f"cannot be reached "
                               f"({getattr(e, 'strerror', None) or e}): check the address and the network, or "
                               f"set timestamp_url to null to sign without a time-stamp.") from None
 
