@@ -119,6 +119,14 @@ class Labeller:
 def failure_message(error: Exception, what: str) -> str:
     """An error of the labelled save as a sentence saying what to do."""
     if isinstance(error, OSError):
+        path = os.path.abspath(str(error.filename or ""))
+        places = [(os.path.join(state_dir(), "audit"), "Writing the Stand-In audit log"),
+                  (os.path.join(state_dir(), "staging"), "Writing the file in the staging folder"),
+                  (os.path.abspath(folder_paths.get_output_directory()), "Placing the file in output/")]
+        for folder, doing in places:
+            if error.filename and (path == folder or path.startswith(folder + os.sep)):
+                what = doing
+                break
         return preflight.describe_os_error(error, what)
     if isinstance(error, (provenance.ProvenanceError, preflight.PreflightError, policy_schema.PolicyError,
                           consent.ConsentError, ValueError)):

@@ -423,3 +423,71 @@ def test_deleting_old_audit_files_needs_the_setting_and_is_logged(tmp_path):
     deletions = [e for e in entries if e.get("event") == "audit_files_deleted"]
     assert deletions and all(d["setting"] == "audit.delete_old_files" for d in deletions)
     assert all(f["lines"] > 0 and len(f["sha256"]) == 64 for d in deletions for f in d["deleted"])
+
+
+# ------------------------------------------------------------------------------------------
+# Write, sign, log, then publish
+# ------------------------------------------------------------------------------------------
+
+publish = conftest.pack_module("engine.provenance.publish")
+
+
+def quarantine_of(message):
+    import re
+    return os.path.dirname(re.search(r"kept as PNGs in (\S+frames) ", message).group(1))
+
+
+def test_an_audit_append_failing_after_signing_publishes_nothing_and_keeps_everything(comfy_dirs, monkeypatch):
+    def refuse(self, entry):
+        raise PermissionError(1, "Operation not permitted", self.path)
+
+    monkeypatch.setattr(audit.AuditLog, "append", refuse)
+    with pytest.raises(ValueError) as err:
+        call_node(save_labelled.SaveLabelledVideo, video=video_of(frames()), filename_prefix="q/v", format="auto",
+                  codec="auto", identity=make_identity(valid_record()))
+    message = str(err.value)
+    assert message.startswith("Nothing was saved to output/: Writing the Stand-In audit log")
+    assert "give it write permission" in message and "chattr" in message
+    assert saved_files(comfy_dirs, ".mp4") == []
+    folder = quarantine_of(message)
+    assert len([n for n in os.listdir(os.path.join(folder, "frames")) if n.endswith(".png")]) == 9
+    # The file was signed before the append failed: it is kept beside the frames, with its manifest.
+    (kept,) = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".mp4")]
+    assert provenance.verify(kept).ok
+    assert "NOT a labelled output" in open(os.path.join(folder, "REASON.txt")).read()
+    assert not os.listdir(os.path.join(comfy_dirs["state"], "staging"))
+
+
+def test_a_manifest_over_the_limit_is_refused_with_what_to_shorten(comfy_dirs):
+    prompt = {"5": {"class_type": "SomeNode", "inputs": {"note": "n" * 400_000}},
+              "9": {"class_type": "StandIn_SaveLabelledImage", "inputs": {"images": ["5", 0]}}}
+    with pytest.raises(ValueError) as err:
+        call_node(save_labelled.SaveLabelledImage, prompt=prompt, images=frames(n=2), filename_prefix="big/p")
+    message = str(err.value)
+    assert "over the 256 KB the pack signs" in message and "shorten the long text" in message
+    assert saved_files(comfy_dirs, ".png") == []
+    assert len(os.listdir(os.path.join(quarantine_of(message), "frames"))) == 2
+
+
+def test_publishing_never_overwrites_and_works_across_file_systems(tmp_path, monkeypatch):
+    src, dst = tmp_path / "staged.mp4", tmp_path / "out" / "final.mp4"
+    src.write_bytes(b"signed")
+    publish.place(str(src), str(dst))
+    assert dst.read_bytes() == b"signed" and not src.exists()
+    src.write_bytes(b"second")
+    with pytest.raises(FileExistsError):
+        publish.place(str(src), str(dst))
+    assert dst.read_bytes() == b"signed" and src.exists()
+    import errno
+    real_link = os.link
+
+    def no_cross_device_link(a, b, **kw):
+        if os.path.basename(str(a)) == "staged.mp4":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_link(a, b, **kw)
+
+    monkeypatch.setattr(os, "link", no_cross_device_link)
+    other = tmp_path / "out" / "other.mp4"
+    publish.place(str(src), str(other))
+    assert other.read_bytes() == b"second" and not src.exists()
+    assert sorted(os.listdir(tmp_path / "out")) == ["final.mp4", "other.mp4"]  # no hidden copy left
