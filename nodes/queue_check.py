@@ -44,12 +44,50 @@ def node_problem(cls, inputs: dict):
     return None if answer is True else str(answer)
 
 
+# Combo values a saved workflow may hold that this installation no longer offers, and what they
+# are mapped to (logged) instead of a bare "Value not in list".
+REMOVED_VALUES = {"detector": {"haar": "auto"}}  # OpenCV 5 has no Haar cascades
+
+
+def combo_options(cls) -> dict:
+    """{input name: options} of the node's combo inputs."""
+    try:
+        schema = cls.define_schema()
+    except Exception:
+        return {}
+    return {i.id: list(i.options) for i in schema.inputs if getattr(i, "options", None) is not None}
+
+
+def map_removed_values(prompt: dict, pack_nodes: dict) -> list[str]:
+    """Replaces REMOVED_VALUES that the node does not offer here; returns what was changed."""
+    changed = []
+    for node_id, node in prompt.items():
+        cls = pack_nodes.get(node.get("class_type")) if isinstance(node, dict) else None
+        inputs = node.get("inputs") if cls is not None else None
+        if not isinstance(inputs, dict):
+            continue
+        options = None
+        for name, mapping in REMOVED_VALUES.items():
+            value = inputs.get(name)
+            if isinstance(value, str) and value in mapping:
+                options = combo_options(cls) if options is None else options
+                offered = options.get(name)
+                if offered and value not in offered and mapping[value] in offered:
+                    inputs[name] = mapping[value]
+                    changed.append(f"node {node_id} ({node['class_type']}): {name} '{value}' is not available here, "
+                                   f"using '{mapping[value]}'")
+    for line in changed:
+        log.warning("Stand-In: %s (the workflow was saved where it was).", line)
+    return changed
+
+
 def narrow_to_refused(json_data: dict, pack_nodes: dict, is_output) -> dict:
     """The on-prompt hook: ``pack_nodes`` maps the pack's class_type names to their classes;
     ``is_output(class_type)`` says whether a node is an output node."""
     prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
     if not isinstance(prompt, dict):
         return json_data
+    map_removed_values(prompt, pack_nodes)
     bad = {}
     for node_id, node in prompt.items():
         cls = pack_nodes.get(node.get("class_type")) if isinstance(node, dict) else None
