@@ -137,3 +137,37 @@ class FaultAfterSampling:
 
 NODE_CLASS_MAPPINGS["StandInTest_FaultAfterSampling"] = FaultAfterSampling
 NODE_DISPLAY_NAME_MAPPINGS["StandInTest_FaultAfterSampling"] = "Fault After Sampling (Stand-In tests)"
+
+
+_LEAKED = []
+
+
+class Leak:
+    """Keeps ``mb`` MiB alive for the life of the server at every call: an injected leak, so the
+    soak's criterion can be shown to catch one (tests/soak.py --inject-leak-mb)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mb": ("INT", {"default": 8, "min": 0, "max": 4096})},
+                "optional": {"after": ("*", {"tooltip": "Anything: the leak happens once it is computed."})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "leak"
+    OUTPUT_NODE = True
+    CATEGORY = "Stand-In/testing"
+
+    @classmethod
+    def IS_CHANGED(cls, mb, after=None):
+        return float("nan")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_types=None, **kwargs):
+        return True
+
+    def leak(self, mb, after=None):
+        _LEAKED.append(b"\x01" * (mb * 2**20))  # written, so resident
+        return {}
+
+
+NODE_CLASS_MAPPINGS["StandInTest_Leak"] = Leak
+NODE_DISPLAY_NAME_MAPPINGS["StandInTest_Leak"] = "Leak (Stand-In tests)"
