@@ -79,8 +79,8 @@ def text_problems(fields: dict) -> list[str]:
             continue
         limit = FIELD_LIMITS.get(name, 256)
         if len(text) > limit:
-            problems.append(f"{name} is {len(text)} characters long; keep it under {limit + 1} (the record "
-                            f"names the document, it does not hold it)")
+            problems.append(f"{name} is {len(text)} characters long; keep it to {limit} characters or fewer "
+                            f"(the record names the document, it does not hold it)")
             continue
         try:
             text.encode("utf-8")
