@@ -491,3 +491,19 @@ def test_publishing_never_overwrites_and_works_across_file_systems(tmp_path, mon
     publish.place(str(src), str(other))
     assert other.read_bytes() == b"second" and not src.exists()
     assert sorted(os.listdir(tmp_path / "out")) == ["final.mp4", "other.mp4"]  # no hidden copy left
+
+
+def test_an_unreadable_policy_file_refuses_naming_the_fix(comfy_dirs, monkeypatch):
+    """Permission denied (the tests run as root, who reads any file, so the refusal is simulated)."""
+    policy_mod = conftest.pack_module("engine.provenance.policy")
+    write_policy(comfy_dirs, require_consent=False)
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(policy_mod, "open", denied, raising=False)
+    with pytest.raises(ValueError) as err:
+        consent_record.enforce(make_identity(valid_record()))
+    message = str(err.value)
+    assert "policy.json cannot be read (Permission denied)" in message and "chmod 644" in message
+    assert "refused until then" in message
