@@ -50,20 +50,37 @@ def server_ready() -> preflight.Ready:
     return preflight.server_checks(state_dir())
 
 
-def refuse_if_server_unready() -> bool:
-    """For validate_inputs: True, or a ValueError with the server-wide fault. Raised rather than
-    returned: ComfyUI repeats a returned message once per input of the node, while a raised one
-    is reported once, on the node."""
-    server_ready()
+def refuse_if_server_unready(labelled: bool = True) -> bool:
+    """For validate_inputs: True, or a ValueError with the server-wide fault (the policy; with
+    ``labelled`` also the signing credentials and the audit log). Raised rather than returned:
+    ComfyUI repeats a returned message once per input of the node, a raised one is reported once."""
+    if labelled:
+        server_ready()
+    else:
+        preflight.policy_check(state_dir())
     return True
 
 
-def enforce(identity, ready: preflight.Ready | None = None) -> preflight.Ready:
-    """Before sampling: the server-wide checks, then this identity's consent (expired, over the
-    limits, or none while the policy requires one). ValueError, shown on the node."""
-    ready = ready or server_ready()
-    preflight.check_identity_consent(getattr(identity, "consent", None), ready.policy)
-    return ready
+LABELLED_SAVES = ("StandIn_SaveLabelledVideo", "StandIn_SaveLabelledImage")
+
+
+def prompt_has_labelled_save(prompt) -> bool:
+    """Whether the running prompt saves through a labelled save node; unknown (no prompt) counts
+    as yes, so the checks fail closed."""
+    if not isinstance(prompt, dict) or not prompt:
+        return True
+    return any(isinstance(n, dict) and n.get("class_type") in LABELLED_SAVES for n in prompt.values())
+
+
+def enforce(identity, ready: preflight.Ready | None = None, labelled: bool = True) -> dict:
+    """Before sampling: the policy (with ``labelled``, also the signing credentials and the audit
+    log the save will use), then this identity's consent (expired, over the limits, or none while
+    the policy requires one). ValueError, shown on the node. Returns the policy."""
+    if ready is None and labelled:
+        ready = server_ready()
+    policy = ready.policy if ready is not None else preflight.policy_check(state_dir())
+    preflight.check_identity_consent(getattr(identity, "consent", None), policy)
+    return policy
 
 
 class ConsentRecord(io.ComfyNode):

@@ -95,11 +95,16 @@ def server_checks(state_dir: str, now: datetime.datetime | None = None) -> Ready
     return ready
 
 
-def _server_checks(state_dir: str, now: datetime.datetime | None) -> Ready:
+def policy_check(state_dir: str) -> dict:
+    """The policy alone: what every identity generation needs, labelled or not."""
     try:
-        policy = policy_schema.load(state_dir)
+        return policy_schema.load(state_dir)
     except policy_schema.PolicyError as e:
         raise PreflightError(str(e)) from None
+
+
+def _server_checks(state_dir: str, now: datetime.datetime | None) -> Ready:
+    policy = policy_check(state_dir)
     try:
         key = c2pa_label.signing_key(policy["signing"], os.path.join(state_dir, "signing"))
         c2pa_label.check_signing_key(key, policy["signing"]["min_valid_hours"], now)
