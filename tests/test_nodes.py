@@ -140,7 +140,7 @@ def test_identity_from_another_vae_is_refused(env, tmp_path):
         tiny_models.write_all(str(tmp_path))[tiny_models.TINY_TAESD]))
     with pytest.raises(ValueError, match="must be encoded with the Wan 2.1 VAE.*TAESD VAE \\(4-channel latents\\)"):
         env["encode_reference"].EncodeReferenceFace.execute(env["preview"], taesd)
-    types = env["objects"]
+    types = env["sockets"]
     wrong = types.Identity(latent=torch.zeros(1, 48, 1, 32, 32), image=env["preview"], vae_kind="wan2.2",
                            latent_channels=48)
     with pytest.raises(ValueError, match="48-channel latents.*Re-encode the reference with the Wan 2.1 VAE"):
