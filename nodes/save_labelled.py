@@ -116,15 +116,37 @@ class Labeller:
         return results, notes
 
 
+    def publish_all(self, pub, pairs: list[tuple[str, str]], results: list[dict]) -> None:
+        """Places the signed, logged files in output/. If that fails, the audit log already names
+        them: a ``publish_failed`` event says where they went instead."""
+        try:
+            for staged, final in pairs:
+                pub.publish(staged, final)
+        except OSError as e:
+            if self.policy["audit"]["enabled"]:
+                out_dir = folder_paths.get_output_directory()
+                missing = [r for r in results if r["path"] not in pub.published]
+                try:
+                    preflight.audit_log(self.state, self.policy).append({
+                        "event": "publish_failed", "prompt_id": self.generation.get("prompt_id"),
+                        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                        "files": [{"file": os.path.relpath(r["path"], out_dir), "sha256": r["sha256"]} for r in missing],
+                        "quarantine": pub.quarantine_dir, "error": f"{type(e).__name__}: {e}"})
+                except OSError:
+                    log.exception("Stand-In: could not log the failed publication")
+            raise
+
+
 def failure_message(error: Exception, what: str) -> str:
     """An error of the labelled save as a sentence saying what to do."""
     if isinstance(error, OSError):
-        path = os.path.abspath(str(error.filename or ""))
+        target = getattr(error, "filename2", None) or error.filename  # link/rename: the destination
+        path = os.path.abspath(str(target or ""))
         places = [(os.path.join(state_dir(), "audit"), "Writing the Stand-In audit log"),
                   (os.path.join(state_dir(), "staging"), "Writing the file in the staging folder"),
                   (os.path.abspath(folder_paths.get_output_directory()), "Placing the file in output/")]
         for folder, doing in places:
-            if error.filename and (path == folder or path.startswith(folder + os.sep)):
+            if target and (path == folder or path.startswith(folder + os.sep)):
                 what = doing
                 break
         return preflight.describe_os_error(error, what)
@@ -222,7 +244,7 @@ class SaveLabelledVideo(io.ComfyNode):
             staged = pub.stage(file)
             video.save_to(staged, format=format, codec=codec, metadata=metadata)
             results, notes = labeller.sign_and_log([(staged, final)], visible_mark)
-            pub.publish(staged, final)
+            labeller.publish_all(pub, [(staged, final)], results)
             return file, subfolder, notes
 
         file, subfolder, notes = guarded("Saving the labelled video", lambda: _frames_of(video), work)
@@ -288,8 +310,7 @@ class SaveLabelledImage(io.ComfyNode):
                               os.path.join(full_output_folder, name)))
                 items.append({"filename": name, "subfolder": subfolder, "type": "output"})
             results, notes = labeller.sign_and_log(pairs, visible_mark)
-            for staged, final in pairs:
-                pub.publish(staged, final)
+            labeller.publish_all(pub, pairs, results)
             return items, notes
 
         items, notes = guarded("Saving the labelled images", lambda: images.detach().cpu().float().numpy(), work)

@@ -507,3 +507,29 @@ def test_an_unreadable_policy_file_refuses_naming_the_fix(comfy_dirs, monkeypatc
     message = str(err.value)
     assert "policy.json cannot be read (Permission denied)" in message and "chmod 644" in message
     assert "refused until then" in message
+
+
+def test_a_name_taken_at_publication_keeps_the_file_and_logs_where_it_went(comfy_dirs, monkeypatch):
+    real_place = publish.place
+
+    def taken(src, dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        open(dst, "wb").close()  # another process saved under the same name meanwhile
+        return real_place(src, dst)
+
+    monkeypatch.setattr(publish, "place", taken)
+    with pytest.raises(ValueError) as err:
+        call_node(save_labelled.SaveLabelledVideo, video=video_of(frames()), filename_prefix="race/v", format="auto",
+                  codec="auto", identity=make_identity(valid_record()))
+    message = str(err.value)
+    assert "Placing the file in output/" in message and "run the save again" in message
+    folder = quarantine_of(message)
+    (kept,) = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".mp4")]
+    assert provenance.verify(kept).ok
+    entries, _ = audit_entries(comfy_dirs)
+    line, event = entries[-2:]
+    assert event["event"] == "publish_failed" and event["quarantine"] == folder
+    assert event["files"][0]["sha256"] == line["outputs"][0]["sha256"] == provenance.sha256_file(kept)
+    # The only file in output/ is the other process's, untouched.
+    (other,) = saved_files(comfy_dirs, ".mp4")
+    assert os.path.getsize(other) == 0

@@ -38,13 +38,15 @@ def audit_log(state_dir: str, policy: dict) -> audit.AuditLog:
 
 def describe_os_error(e: OSError, what: str) -> str:
     """An OSError as a sentence naming the path and what to do."""
-    path = e.filename or ""
+    path = getattr(e, "filename2", None) or e.filename or ""  # link/rename: the destination
     reason = e.strerror or str(e)
     if isinstance(e, IsADirectoryError):
         fix = "a folder stands where the file belongs: move it away"
     elif isinstance(e, PermissionError):
         fix = ("ComfyUI's user may not write there: give it write permission (and, if the file was made "
                "immutable or append-only with chattr, remove that attribute)")
+    elif isinstance(e, FileExistsError):
+        fix = "another save took that name at the same moment: run the save again"
     elif isinstance(e, FileNotFoundError):
         fix = "a folder on the way is missing: create it"
     elif e.errno == 28:
