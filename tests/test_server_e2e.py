@@ -297,7 +297,8 @@ def test_soak_criterion_catches_an_injected_leak(tmp_path):
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("soak: prompts=24 mismatches=0 "), proc.stdout[-3000:] + proc.stderr[-3000:]
     fields = dict(item.split("=") for item in last.split()[1:])
-    assert proc.returncode == 1 and float(fields["rss_growth_mb_per_prompt"]) > 2.0, last
+    assert proc.returncode == 1, last
+    assert float(fields["rss_growth_mb_per_prompt"]) > 2.0 and float(fields["rss_slope_mb_per_prompt"]) > 2.0, last
     assert int(fields["live_tensors_growth"]) <= 0 and int(fields["held_after_free"]) == 0
 
 
@@ -314,9 +315,10 @@ def test_soak_forty_prompts(tmp_path):
     assert last.startswith("soak: prompts=40 mismatches=0 "), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, proc.stdout[-3000:]
     fields = dict(item.split("=") for item in last.split()[1:])
-    # RSS: minimum over the last rotation less the minimum over the first after warm-up, per prompt
-    # between them (single samples move by +-90 MB from prompt to prompt).
-    assert float(fields["rss_growth_mb_per_prompt"]) <= 2.0 and int(fields["live_tensors_growth"]) <= 0
+    # RSS (single samples move by +-90 MB from prompt to prompt): fails only when both the growth
+    # of the window minima per prompt and the Theil-Sen slope exceed 2 MB per prompt.
+    assert not (float(fields["rss_growth_mb_per_prompt"]) > 2.0 and float(fields["rss_slope_mb_per_prompt"]) > 2.0)
+    assert int(fields["live_tensors_growth"]) <= 0
     # Whatever ComfyUI's cache keeps (nothing with the classic cache; the last outputs with the
     # RAM-pressure cache), /free releases all of it.
     assert int(fields["held_after_free"]) == 0
