@@ -20,7 +20,7 @@ default) less the minimum over the first window, divided by the prompts between 
 starts (a leak raises every sample, so it raises the minimum; transient peaks do not), and the
 Theil-Sen slope of all samples after warm-up (the median of the pairwise slopes: a few outliers
 do not move it). RSS fails only when both exceed the bound: on simulated series of 40 prompts
-with +-90 MB of noise and no trend that happens in at most 1 % (uniform noise over the whole
+with +-90 MB of noise and no trend that happens in about 1 % (uniform noise over the whole
 range, the worst case tried; 0 % for upward spikes), while a leak of 4 MB per prompt is caught
 in 87-99 % and one of 8 MB in 99.5-100 % (tests/test_soak_criterion.py). The pack's live tensors are compared between the
 first and the last probe of the same phase of the rotation. Exit status 1 if any result
