@@ -15,7 +15,7 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import InputImpl, Types, io, ui
 
-from ..engine.provenance import audit, c2pa_label as provenance, consent, policy as policy_schema, preflight, publish
+from ..engine.provenance import c2pa_label as provenance, consent, policy as policy_schema, preflight, publish
 from .consent_record import enforce, refuse_if_server_unready, state_dir
 from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
 
