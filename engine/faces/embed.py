@@ -13,6 +13,11 @@ as such (``None``), never scored as zero. Two embedders:
   onnxruntime when installed, else by OpenCV's DNN module. Aligned to the standard 112x112
   ArcFace template from BlazeFace's eye, nose and mouth keypoints.
 
+Several people (``score_people``): every face of every frame is embedded and matched
+one-to-one to the references (Hungarian assignment on cosine similarity); each person gets
+their own figures and boxes, and frames where the face in a person's place looks like another
+reference are reported as swapped or blended.
+
 Imports without ComfyUI; nothing here downloads anything or keeps state between calls.
 """
 
@@ -449,8 +454,9 @@ def score_video(reference, frames, embedder="auto", detector="auto", model_dirs=
 
 # A face counts as staying in a person's place when its centre moved less than this many
 # face sizes since that person's face was last seen. Faces of neighbouring frames move a
-# fraction of their size (0.02-0.15 in the test videos), while two people side by side are
-# at least one face apart; a larger jump (a cut, a fast move) makes no claim of a swap.
+# fraction of their size (0.03-0.23 in the two-person test videos, 9-17 frames), while two
+# people side by side are more than a face apart (1.6-3.3 there); a larger jump (a cut, a fast
+# move) makes no claim of a swap.
 PLACE_GATE = 0.5
 # A place is remembered this many frames after the person's face was last seen.
 PLACE_MEMORY = 3
@@ -459,17 +465,22 @@ PLACE_MEMORY = 3
 EXTRA_FACES = 4
 
 
+def _hungarian(matrix: np.ndarray, maximize: bool) -> list:
+    """(row, column) pairs of the optimal one-to-one matching (exact; rectangular allowed).
+    scipy's linear_sum_assignment: scipy is in ComfyUI's requirements.txt and ComfyUI's samplers
+    import it, so every ComfyUI environment has it; imported here, not at the top, so this module
+    imports quickly for the nodes that never match several people."""
+    if matrix.size == 0:
+        return []
+    from scipy.optimize import linear_sum_assignment
+    rows, cols = linear_sum_assignment(matrix, maximize=maximize)
+    return [(int(r), int(c)) for r, c in zip(rows, cols)]
+
+
 def assign(similarity: np.ndarray) -> dict:
     """One-to-one matching of faces (rows) to references (columns) with the largest total
-    similarity: {reference column: face row}. Hungarian assignment, scipy's
-    linear_sum_assignment: scipy is in ComfyUI's requirements.txt and ComfyUI's samplers import
-    it, so every ComfyUI environment has it; imported here, not at the top, so the module
-    imports quickly for the nodes that never match several people."""
-    if similarity.size == 0:
-        return {}
-    from scipy.optimize import linear_sum_assignment
-    rows, cols = linear_sum_assignment(similarity, maximize=True)
-    return {int(c): int(r) for r, c in zip(rows, cols)}
+    similarity: {reference column: face row}."""
+    return {c: r for r, c in _hungarian(similarity, maximize=True)}
 
 
 def _side(box) -> float:
@@ -632,9 +643,7 @@ def score_people(references, frames, embedder="auto", detector="auto", model_dir
         recent = [j for j in range(n_people) if places[j] is not None and t - places[j][1] <= PLACE_MEMORY]
         if recent and found:
             dist = np.array([[_place_distance(places[j][0], f.box) for f in found] for j in recent])
-            from scipy.optimize import linear_sum_assignment
-            rows, cols = linear_sum_assignment(dist)
-            place = {recent[r]: int(c) for r, c in zip(rows, cols) if dist[r, c] <= PLACE_GATE}
+            place = {recent[r]: c for r, c in _hungarian(dist, maximize=False) if dist[r, c] <= PLACE_GATE}
         for j, i in sorted(match.items()):
             if j not in place and i not in place.values():
                 place[j] = i
