@@ -339,7 +339,7 @@ def test_node_with_several_references(node, side_by_side, swapped):
     objects = conftest.pack_module("nodes.sockets")
     face = conftest.pack_module("engine.faces.detect")
     astronaut, hopper = identity_media.astronaut(), identity_media.grace_hopper()
-    frames = frames_tensor(swapped[0][SWAP_FROM - 1:SWAP_FROM + 1])      # the last frame before the swap, the first after
+    frames = frames_tensor(swapped[0][SWAP_FROM - 1:SWAP_FROM + 1])  # the last frame before the swap, the first after
     prepared = face.prepare_reference(hopper)
     identity_2 = objects.Identity(latent=torch.zeros(1, 16, 1, 64, 64), image=torch.from_numpy(prepared.image)[None],
                                   vae_kind="test", latent_channels=16)
