@@ -399,3 +399,26 @@ def test_command_line_with_several_references(tmp_path, capsys, swapped):
     assert identity_score.main(paths + [str(tmp_path / "still.jpg"), "--embedder", "dlib"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["frames"] == 1 and [p["faces"] for p in data["identities"]] == [1, 1]
+
+
+def test_several_references_through_the_real_server(comfy_server, two_people):
+    """Queued through ComfyUI's /prompt: a frame of two people, each person's photo from its own
+    Load Image into reference_image and reference_image_2; the figures come back per person."""
+    inputs = os.path.join(comfy_server.base_dir, "input")
+    Image.fromarray(identity_media.grace_hopper()).save(os.path.join(inputs, "standin_test_hopper.png"))
+    Image.fromarray(identity_media.two_people_video(two_people, frames=1)[0]).save(
+        os.path.join(inputs, "standin_test_two_people.png"))
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "standin_test_two_people.png"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": conftest.FACE}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "standin_test_hopper.png"}},
+        "4": {"class_type": "StandIn_IdentitySimilarity",
+              "inputs": {"images": ["1", 0], "reference_image": ["2", 0], "reference_image_2": ["3", 0],
+                         "embedder": "dlib", "detector": "auto", "threshold": 0.0}},
+    }
+    entry = comfy_server.run(prompt, timeout=300)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    text = entry["outputs"]["4"]["text"][0]
+    assert "2 people" in text and "no swapped or blended frames" in text, text
+    assert "1 reference_image: faces 1/1" in text and "2 reference_image_2: faces 1/1" in text, text
+    assert entry["outputs"]["4"]["images"]
