@@ -69,7 +69,8 @@ def _chart(series, threshold: float, title: str, subtitle: str, width: int, heig
            bands=(), legend=()) -> np.ndarray:
     """The chart: ``series`` [(per_frame, colour, dot colour or None for green/red by threshold)],
     ``bands`` [(frames, fill, label)] shaded behind the lines besides the no-face frames,
-    ``legend`` [(colour, text)] in a row above the panel."""
+    ``legend`` [(colour, number, name, figures)] in a row above the panel; names are shortened
+    (from the front: a file name's end tells more) so that every entry fits."""
     scale = max(1.0, width / 1024)
     f_title, f_label, f_small = _font(int(20 * scale)), _font(int(14 * scale)), _font(int(12 * scale))
     img = Image.new("RGB", (width, height), BG)
@@ -83,7 +84,20 @@ def _chart(series, threshold: float, title: str, subtitle: str, width: int, heig
     if subtitle:
         d.text((left, int(36 * scale)), subtitle, font=f_label, fill=MUTED)
     lx, ly = float(left), 62 * scale
-    for colour, text in legend:
+    names = [name for _, _, name, _ in legend]
+    cut = [False] * len(legend)
+
+    def entry(k):
+        return f"{legend[k][1]} {'…' if cut[k] else ''}{names[k]}  {legend[k][3]}"
+
+    # The longest name loses a character until the row fits.
+    while legend and sum(52 * scale + _text_w(d, entry(k), f_label) for k in range(len(legend))) > width - right - left:
+        k = max(range(len(legend)), key=lambda k: _text_w(d, entry(k), f_label))
+        if len(names[k]) <= 1:
+            break
+        names[k], cut[k] = names[k][1:], True
+    for k, (colour, _, _, _) in enumerate(legend):
+        text = entry(k)
         d.line([(lx, ly + 8 * scale), (lx + 22 * scale, ly + 8 * scale)], fill=colour, width=max(2, int(3 * scale)))
         d.text((lx + 28 * scale, ly), text, font=f_label, fill=TEXT)
         lx += 28 * scale + _text_w(d, text, f_label) + 24 * scale
@@ -193,11 +207,10 @@ def plot_people(score, width: int = 1024, height: int = 400) -> np.ndarray:
     for k, (name, person) in enumerate(zip(score.references, score.people)):
         colour = PEOPLE[k % len(PEOPLE)]
         series.append((person.per_frame, colour, colour))
-        short = name if len(name) <= 28 else "…" + name[-27:]
         mean = "n/a" if person.mean is None else f"{person.mean:.3f}"
-        legend.append((colour, f"{k + 1} {short}  mean {mean}"))
+        legend.append((colour, k + 1, name, f"mean {mean}"))
     title = f"Identity similarity  ·  {len(score.people)} people"
-    subtitle = (f"{score.embedder} cosine, each face matched to one reference · swapped in "
-                f"{len(score.swapped_frames)} frames, blended in {len(score.blended_frames)}")
+    subtitle = (f"{score.embedder} cosine, each face matched to one reference · frames swapped: "
+                f"{len(score.swapped_frames)}, blended: {len(score.blended_frames)}")
     bands = [(score.swapped_frames, SWAPPED, "swapped"), (score.blended_frames, BLENDED, "blended")]
     return _chart(series, score.threshold, title, subtitle, width, height, bands, legend)
