@@ -117,7 +117,9 @@ class _CDP:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if await self.evaluate(f"Boolean({condition})"):
+                # Awaited inside the page: Boolean() of a pending Promise is true, which made an
+                # async condition (a fetch of /history) pass at once.
+                if await self.evaluate(f"(async () => Boolean(await ({condition})))()"):
                     return
             except RuntimeError:
                 pass
