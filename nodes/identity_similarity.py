@@ -1,4 +1,6 @@
-"""Identity Similarity: how well a video keeps the reference's face, frame by frame."""
+"""Identity Similarity: how well a video keeps the reference's face, frame by frame; with several
+references, each person's face, matched one-to-one per frame, and the frames where people swapped
+places or two faces look like one person."""
 
 from __future__ import annotations
 
@@ -24,6 +26,26 @@ def _nan(v):
     return float("nan") if v is None else float(v)
 
 
+def _lowest(values) -> float:
+    values = [v for v in values if v is not None]
+    return min(values) if values else float("nan")
+
+
+# Extra people: optional sockets after the original ones, so saved workflows keep their links and
+# widget values; person 1 is identity / reference_image as before.
+EXTRA_PEOPLE = (2, 3, 4)
+
+
+def _reference(identity, reference_image, image_name: str, identity_name: str):
+    """(the person's picture, the socket it came from), or None when neither is connected."""
+    if reference_image is not None:
+        check_frames(reference_image, image_name)
+        return reference_image[0], image_name
+    if identity is not None:
+        return identity.image[0], identity_name
+    return None
+
+
 def check_frames(images, name: str) -> None:
     if images is None or not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0 \
             or images.shape[1] == 0 or images.shape[2] == 0 or images.shape[-1] not in (1, 3, 4):
@@ -44,7 +66,11 @@ class IdentitySimilarity(io.ComfyNode):
                          "similarity of face embeddings between the reference and the largest face of "
                          "every frame, with the share of frames where a face was found, mean, minimum "
                          "and 10th percentile, and a chart over time. Frames without a face are "
-                         "reported, not scored. Compare seeds or strengths by their mean and p10."),
+                         "reported, not scored. Compare seeds or strengths by their mean and p10. "
+                         "Several people: connect each one's reference (identity_2 ... reference_image_4); "
+                         "every frame's faces are matched one-to-one to the references, each person "
+                         "gets their own figures and line on the chart, and frames where people swapped "
+                         "places or two faces look like one person are reported."),
             inputs=[
                 io.Image.Input("images", tooltip="The video frames (an IMAGE batch, e.g. from VAE Decode "
                                                  "or Sample Video)."),
@@ -65,34 +91,46 @@ class IdentitySimilarity(io.ComfyNode):
                 io.Float.Input("threshold", default=0.0, min=0.0, max=1.0, step=0.005,
                                tooltip="Similarity at which a frame counts as the same person. 0 uses the "
                                        "embedder's calibrated value (dlib 0.92; see the README)."),
+                *[i for k in EXTRA_PEOPLE for i in (
+                    IdentitySocket.Input(f"identity_{k}", optional=True,
+                                         tooltip=f"Person {k} in a video of several people: their reference "
+                                                 "from Encode Reference Face. Optional."),
+                    io.Image.Input(f"reference_image_{k}", optional=True,
+                                   tooltip=f"Or a photo of person {k} (first image of the batch). Wins over "
+                                           f"identity_{k} when both are connected."))],
             ],
             outputs=[
                 io.Image.Output("plot", display_name="plot", tooltip="Similarity over the frames, as a chart."),
                 io.Float.Output("mean", display_name="mean",
-                                tooltip="Mean similarity over frames with a face (NaN if none had one)."),
-                io.Float.Output("minimum", display_name="minimum", tooltip="Lowest frame's similarity."),
+                                tooltip="Mean similarity over frames with a face (NaN if none had one). "
+                                        "Several people: the lowest person's mean."),
+                io.Float.Output("minimum", display_name="minimum",
+                                tooltip="Lowest frame's similarity (several people: of anyone)."),
                 io.Float.Output("p10", display_name="p10",
-                                tooltip="10th percentile: 90% of the frames with a face score at least this."),
+                                tooltip="10th percentile: 90% of the frames with a face score at least this. "
+                                        "Several people: the lowest person's."),
                 io.Float.Output("face_share", display_name="face_share",
-                                tooltip="Share of frames in which a face was found (0-1)."),
+                                tooltip="Share of frames in which a face was found (0-1). Several people: "
+                                        "the lowest person's share."),
                 io.String.Output("report", display_name="report",
                                  tooltip="All figures and the per-frame scores as JSON (null = no face); "
-                                         "connect Preview Any to read it, or save it to compare runs."),
+                                         "several people: an entry per person with boxes per frame, and "
+                                         "the swapped and blended frames. Connect Preview Any to read it, "
+                                         "or save it to compare runs."),
             ],
         )
 
     @classmethod
     def execute(cls, images, identity=None, reference_image=None, embedder="auto", detector="auto",
-                threshold=0.0) -> io.NodeOutput:
+                threshold=0.0, **extra) -> io.NodeOutput:
         check_frames(images, "images")
-        if reference_image is not None:
-            check_frames(reference_image, "reference_image")
-            reference = reference_image[0]
-        elif identity is not None:
-            reference = identity.image[0]
-        else:
+        first = _reference(identity, reference_image, "reference_image", "identity")
+        if first is None:
             raise ValueError("Identity Similarity needs the reference: connect Encode Reference Face's identity "
                              "or a photo of the person to reference_image.")
+        others = [_reference(extra.get(f"identity_{k}"), extra.get(f"reference_image_{k}"), f"reference_image_{k}",
+                             f"identity_{k}") for k in EXTRA_PEOPLE]
+        people = [first] + [p for p in others if p is not None]
         model_dirs = folder_paths.get_folder_paths(FOLDER)
         # Before the per-frame work: a missing embedder is an error with what to install.
         emb = face_embed.load_embedder(embedder, model_dirs)
@@ -105,9 +143,15 @@ class IdentitySimilarity(io.ComfyNode):
             bar.update_absolute(done, total)
 
         try:
-            score = face_embed.score_video(reference.detach().float().cpu().numpy(), frames, emb, detector,
-                                           model_dirs, threshold=threshold if threshold > 0 else None,
-                                           progress=progress)
+            if len(people) > 1:
+                score = face_embed.score_people(
+                    [p.detach().float().cpu().numpy() for p, _ in people], frames, emb, detector, model_dirs,
+                    threshold=threshold if threshold > 0 else None, progress=progress,
+                    names=[name for _, name in people])
+            else:
+                score = face_embed.score_video(first[0].detach().float().cpu().numpy(), frames, emb, detector,
+                                               model_dirs, threshold=threshold if threshold > 0 else None,
+                                               progress=progress)
         except face_embed.NoReferenceFace as e:
             raise ValueError(str(e)) from None
         for w in score.warnings:
@@ -116,10 +160,17 @@ class IdentitySimilarity(io.ComfyNode):
         summary = score.summary()
         log.info("Identity Similarity:\n%s", summary)
 
-        plot = torch.from_numpy(similarity_plot.plot_score(score)).float().div(255.0).unsqueeze(0)
+        if len(people) > 1:
+            chart = similarity_plot.plot_people(score)
+            # One number per output for the whole cast: the person the video kept worst.
+            persons = score.people
+            figures = (_lowest(p.mean for p in persons), _lowest(p.min for p in persons),
+                       _lowest(p.low for p in persons), min(float(p.face_share) for p in persons))
+        else:
+            chart = similarity_plot.plot_score(score)
+            figures = (_nan(score.mean), _nan(score.min), _nan(score.low), float(score.face_share))
+        plot = torch.from_numpy(chart).float().div(255.0).unsqueeze(0)
         report = json.dumps(score.as_dict())
         shown = ui.PreviewImage(plot, cls=cls).as_dict()
         shown["text"] = (summary,)
-        return io.NodeOutput(plot, _nan(score.mean), _nan(score.min), _nan(score.low), float(score.face_share),
-                             report, ui=shown)
-
+        return io.NodeOutput(plot, *figures, report, ui=shown)

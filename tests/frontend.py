@@ -117,8 +117,8 @@ class _CDP:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                # Awaited first: Boolean() of a pending Promise is true, which let a check of an
-                # async condition pass at once, before the prompt it waits for had finished.
+                # Awaited inside the page: Boolean() of a pending Promise is true, which made an
+                # async condition (a fetch of /history) pass at once.
                 if await self.evaluate(f"(async () => Boolean(await ({condition})))()"):
                     return
             except RuntimeError:

@@ -125,3 +125,18 @@ def no_face_frame(width: int = 832, height: int = 480, seed: int = 0) -> np.ndar
     frame = cv2.resize(coffee, (width + 40, height + 40), interpolation=cv2.INTER_AREA)
     dx, dy = rng.integers(0, 40, 2)
     return np.ascontiguousarray(frame[dy:dy + height, dx:dx + width])
+
+
+def two_people_video(people, frames: int = 17, width: int = 384, height: int = 192, swap_from=None,
+                     seed: int = 0) -> np.ndarray:
+    """[frames, height, width, 3] uint8: two photos side by side, each half a camera drifting and
+    zooming over its photo (``video_from_photo``). ``people``: [(rgb, face box), (rgb, face box)],
+    left then right. From frame ``swap_from`` on, the halves are exchanged: each person appears
+    where the other one was, at the same place in the picture."""
+    half = width // 2
+    left, right = (video_from_photo(rgb, box, frames, half, height, seed=seed + k)
+                   for k, (rgb, box) in enumerate(people))
+    out = np.concatenate([left, right], axis=2)
+    if swap_from is not None:
+        out[swap_from:] = np.concatenate([right[swap_from:], left[swap_from:]], axis=2)
+    return np.ascontiguousarray(out)

@@ -1,13 +1,16 @@
 """Score how well a video keeps a person's face: the Identity Similarity node's code, from a shell.
 
-    .venv/bin/python tests/identity_score.py REFERENCE_PHOTO VIDEO_OR_FRAME_DIR
+    .venv/bin/python tests/identity_score.py REFERENCE_PHOTO [REFERENCE_PHOTO ...] VIDEO_OR_FRAME_DIR_OR_IMAGE
         [--embedder auto|dlib|arcface] [--detector auto] [--model-dir DIR ...] [--plot OUT.png]
 
-VIDEO_OR_FRAME_DIR: a video file (mp4, webm, ...; read with OpenCV, or PyAV when OpenCV
-cannot), an animated WEBP/GIF, or a folder of frame images (sorted by name). Prints one JSON
-line: {"embedder", "frames", "faces", "mean", "min", "per_frame": [...], ...}, per_frame null
-where a frame had no face. The per-frame work is engine/faces/embed.py's score_video, the
-function the node calls.
+VIDEO_OR_FRAME_DIR_OR_IMAGE: a video file (mp4, webm, ...; read with OpenCV, or PyAV when
+OpenCV cannot), an animated WEBP/GIF, a folder of frame images (sorted by name), or one
+picture. Prints one JSON line. One reference: {"embedder", "frames", "faces", "mean", "min",
+"per_frame": [...], ...}, per_frame null where a frame had no face (engine/faces/embed.py's
+score_video, the function the node calls). Several references (several people in the video):
+{"embedder", "frames", "identities": [{"reference", "faces", "mean", "min", "per_frame",
+"per_frame_other", "boxes": [[x, y, w, h] or null per frame], ...}, ...], "swapped_frames",
+"blended_frames", "mismatches", ...}, identities in the order given (score_people).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 def read_frames(path: str) -> np.ndarray:
-    """[N, H, W, 3] uint8 from a folder of images, an animated image or a video file."""
+    """[N, H, W, 3] uint8 from a folder of images, an animated image, a still picture or a video file."""
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXT))
         if not names:
@@ -51,6 +54,8 @@ def read_frames(path: str) -> np.ndarray:
     if path.lower().endswith((".webp", ".gif", ".png", ".apng")):
         with Image.open(path) as im:
             return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
+    if path.lower().endswith(IMAGE_EXT):
+        return read_image(path)[None]
     import cv2
     cap = cv2.VideoCapture(path)
     frames = []
@@ -72,15 +77,20 @@ def read_frames(path: str) -> np.ndarray:
     return np.stack(frames)
 
 
-def score(reference_path: str, frames_path: str, embedder="auto", detector="auto", model_dirs=()):
+def score(reference_path, frames_path: str, embedder="auto", detector="auto", model_dirs=()):
+    """score_video for one reference path, score_people for a list of several."""
     fe = load_pack_module("engine.faces.embed")
-    return fe.score_video(read_image(reference_path), read_frames(frames_path), embedder, detector, model_dirs)
+    paths = [reference_path] if isinstance(reference_path, str) else list(reference_path)
+    frames = read_frames(frames_path)
+    if len(paths) == 1:
+        return fe.score_video(read_image(paths[0]), frames, embedder, detector, model_dirs)
+    return fe.score_people([read_image(p) for p in paths], frames, embedder, detector, model_dirs, names=paths)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("reference")
-    p.add_argument("video", help="video file, animated image, or folder of frames")
+    p.add_argument("reference", nargs="+", help="a photo of each person, in the order the report lists them")
+    p.add_argument("video", help="video file, animated image, folder of frames, or one picture")
     p.add_argument("--embedder", default="auto", choices=["auto", "dlib", "arcface"])
     p.add_argument("--detector", default="auto", choices=["auto", "yunet", "blazeface", "haar"])
     p.add_argument("--model-dir", action="append", default=[],
@@ -95,7 +105,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.plot:
-        Image.fromarray(load_pack_module("engine.faces.plot").plot_score(result)).save(args.plot)
+        plot = load_pack_module("engine.faces.plot")
+        chart = plot.plot_score(result) if len(args.reference) == 1 else plot.plot_people(result)
+        Image.fromarray(chart).save(args.plot)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(json.dumps(result.as_dict()))

@@ -224,3 +224,203 @@ def test_arcface_path_runs_a_model_file_in_its_real_format(fe, tmp_path, astrona
     assert all(-1.0 <= v <= 1.0 for v in score.scored) and score.threshold == fe.THRESHOLDS["arcface"]
     same = fe.score_video(identity_media.astronaut(), identity_media.astronaut()[None], embedder)
     assert same.per_frame[0] == pytest.approx(1.0, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------
+# Several people: two real photographs side by side (384x192, each half panning and zooming)
+
+SWAP_FROM = 5
+TWO_FRAMES = 9
+
+
+@pytest.fixture(scope="module")
+def two_people(fe):
+    """(astronaut photo, Grace Hopper photo, their face boxes) for the two-person videos."""
+    _, detect = fe.face._pick_detector("auto", (), [])
+    photos = [identity_media.astronaut(), identity_media.grace_hopper()]
+    return [(p, max(detect(p), key=fe._area)) for p in photos]
+
+
+@pytest.fixture(scope="module")
+def side_by_side(fe, dlib_embedder, two_people):
+    video = identity_media.two_people_video(two_people, frames=TWO_FRAMES)
+    return video, fe.score_people([p for p, _ in two_people], video, dlib_embedder, names=["astronaut", "hopper"])
+
+
+@pytest.fixture(scope="module")
+def swapped(fe, dlib_embedder, two_people):
+    video = identity_media.two_people_video(two_people, frames=TWO_FRAMES, swap_from=SWAP_FROM)
+    return video, fe.score_people([p for p, _ in two_people], video, dlib_embedder, names=["astronaut", "hopper"])
+
+
+def centre_x(box):
+    return box[0] + box[2] / 2
+
+
+def test_assignment_is_the_best_one_to_one_matching(fe):
+    """Hungarian assignment against every one-to-one matching, square and rectangular."""
+    import itertools
+    rng = np.random.default_rng(0)
+    for faces, refs in [(2, 2), (3, 2), (1, 3), (4, 4), (0, 2)]:
+        for _ in range(20):
+            sim = rng.uniform(-1, 1, (faces, refs))
+            got = fe.assign(sim)
+            assert len(got) == min(faces, refs) and len(set(got.values())) == len(got)
+            total = sum(sim[i, j] for j, i in got.items())
+            if faces <= refs:
+                best = max(sum(sim[i, p[i]] for i in range(faces)) for p in itertools.permutations(range(refs), faces))
+            else:
+                best = max(sum(sim[p[j], j] for j in range(refs)) for p in itertools.permutations(range(faces), refs))
+            assert total == pytest.approx(best)
+
+
+def test_two_people_each_found_in_every_frame_on_their_side(side_by_side):
+    video, score = side_by_side
+    width = video.shape[2]
+    data = score.as_dict()
+    assert data["frames"] == TWO_FRAMES and [p["reference"] for p in data["identities"]] == ["astronaut", "hopper"]
+    astronaut, hopper = data["identities"]
+    for person, on_left in ((astronaut, True), (hopper, False)):
+        assert person["faces"] == TWO_FRAMES and person["no_face_frames"] == []
+        assert all(b is not None and (centre_x(b) < width / 2) == on_left for b in person["boxes"]), person["boxes"]
+        # Higher against their own reference than against the other's, in every frame.
+        assert all(own > other for own, other in zip(person["per_frame"], person["per_frame_other"])), person
+        assert person["min"] >= score.threshold > max(person["per_frame_other"])
+    assert data["swapped_frames"] == [] and data["blended_frames"] == [] and data["mismatches"] == []
+    assert data["reference_similarity"][0][1] < score.threshold and not score.warnings
+    assert "no swapped or blended frames" in score.summary()
+
+
+def test_people_exchanged_halfway_are_reported_swapped_from_then_on(swapped):
+    video, score = swapped
+    width = video.shape[2]
+    data = score.as_dict()
+    assert data["swapped_frames"] == list(range(SWAP_FROM, TWO_FRAMES)) and data["blended_frames"] == []
+    assert {(m["frame"], m["person"], m["looks_like"]) for m in data["mismatches"]} == \
+        {(t, j, 1 - j) for t in range(SWAP_FROM, TWO_FRAMES) for j in (0, 1)}
+    astronaut, hopper = data["identities"]
+    # Each face is still matched to its own reference; the boxes show the sides exchanged.
+    for person, on_left in ((astronaut, True), (hopper, False)):
+        assert person["faces"] == TWO_FRAMES and person["min"] >= score.threshold
+        sides = [centre_x(b) < width / 2 for b in person["boxes"]]
+        assert sides == [on_left] * SWAP_FROM + [not on_left] * (TWO_FRAMES - SWAP_FROM)
+    assert "swapped (a person's place shows another reference's face) in frames: 5-8" in score.summary()
+
+
+def test_two_faces_of_one_person_are_reported_blended(fe, dlib_embedder, two_people):
+    """Both halves show the astronaut: the face matched to Grace Hopper's reference looks more
+    like the astronaut's, in every frame."""
+    astronaut = two_people[0]
+    video = identity_media.two_people_video([astronaut, astronaut], frames=3)
+    score = fe.score_people([p for p, _ in two_people], video, dlib_embedder)
+    assert score.blended_frames == [0, 1, 2] and score.swapped_frames == []
+    hopper = score.people[1]
+    assert hopper.faces == 3 and hopper.below == 3
+    assert all(other >= score.threshold > own for own, other in zip(hopper.per_frame, score.other[1]))
+    assert {(m["frame"], m["person"], m["looks_like"]) for m in score.mismatches} == {(t, 1, 0) for t in range(3)}
+
+
+def test_a_reference_without_a_face_is_named(fe, dlib_embedder, side_by_side):
+    with pytest.raises(fe.NoReferenceFace, match="No face found in second"):
+        fe.score_people([identity_media.astronaut(), identity_media.no_face_frame()], side_by_side[0][:1],
+                        dlib_embedder, names=["first", "second"])
+
+
+def test_plot_of_several_people_has_a_line_each_a_legend_and_swapped_frames(swapped):
+    plot = conftest.pack_module("engine.faces.plot")
+    img = plot.plot_people(swapped[1], width=800, height=320)
+    assert img.shape == (320, 800, 3) and img.dtype == np.uint8
+    colours = {tuple(c) for c in img.reshape(-1, 3)}
+    assert plot.PEOPLE[0] in colours and plot.PEOPLE[1] in colours and plot.SWAPPED in colours
+    assert plot.BLENDED not in colours and plot.NOFACE not in colours
+    legend = img[int(62 * 800 / 1024):90, :300]          # the legend row above the panel
+    assert (np.abs(legend.astype(int) - plot.PEOPLE[1]).sum(axis=2) == 0).any()
+
+
+def test_node_with_several_references(node, side_by_side, swapped):
+    objects = conftest.pack_module("nodes.sockets")
+    face = conftest.pack_module("engine.faces.detect")
+    astronaut, hopper = identity_media.astronaut(), identity_media.grace_hopper()
+    frames = frames_tensor(swapped[0][SWAP_FROM - 1:SWAP_FROM + 1])  # the last frame before the swap, the first after
+    prepared = face.prepare_reference(hopper)
+    identity_2 = objects.Identity(latent=torch.zeros(1, 16, 1, 64, 64), image=torch.from_numpy(prepared.image)[None],
+                                  vae_kind="test", latent_channels=16)
+    out = node.execute(frames, reference_image=frames_tensor(astronaut[None]), embedder="dlib",
+                       identity_2=identity_2)
+    plot, mean, minimum, p10, share, report = out.args
+    data = json.loads(report)
+    assert [p["reference"] for p in data["identities"]] == ["reference_image", "identity_2"]
+    assert data["frames"] == 2 and data["swapped_frames"] == [1]
+    assert all(p["faces"] == 2 for p in data["identities"]) and share == 1.0
+    # Each output is the person the video kept worst.
+    assert mean == pytest.approx(min(p["mean"] for p in data["identities"]), abs=1e-4)
+    assert minimum == pytest.approx(min(p["min"] for p in data["identities"]), abs=1e-4)
+    assert p10 == pytest.approx(min(p["p10"] for p in data["identities"]), abs=1e-4)
+    assert plot.shape == (1, 400, 1024, 3)
+    ui = out.ui if isinstance(out.ui, dict) else out.ui.as_dict()
+    assert "2 people" in ui["text"][0] and "swapped" in ui["text"][0]
+
+    # A photo wins over the identity of the same person; gaps between people are allowed.
+    data = json.loads(node.execute(frames[:1], reference_image=frames_tensor(astronaut[None]), embedder="dlib",
+                                   identity_3=identity_2, reference_image_3=frames_tensor(hopper[None])).args[5])
+    assert [p["reference"] for p in data["identities"]] == ["reference_image", "reference_image_3"]
+    with pytest.raises(ValueError, match="No face found in reference_image_2"):
+        node.execute(frames[:1], reference_image=frames_tensor(astronaut[None]), embedder="dlib",
+                     reference_image_2=frames_tensor(identity_media.no_face_frame()[None]))
+    with pytest.raises(ValueError, match="reference_image_4.*IMAGE batch"):
+        node.execute(frames[:1], reference_image=frames_tensor(astronaut[None]), embedder="dlib",
+                     reference_image_4=torch.zeros(3, 4))
+
+
+def test_command_line_with_several_references(tmp_path, capsys, swapped):
+    import identity_score
+    paths = []
+    for name, photo in (("astronaut.png", identity_media.astronaut()), ("hopper.jpg", identity_media.grace_hopper())):
+        Image.fromarray(photo).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, f in enumerate(swapped[0][SWAP_FROM - 1:SWAP_FROM + 1]):
+        Image.fromarray(f).save(frames / f"{i:03d}.png")
+    assert identity_score.main(paths + [str(frames), "--embedder", "dlib", "--plot", str(tmp_path / "p.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    data = json.loads(lines[0])
+    assert {"embedder", "frames", "identities", "swapped_frames", "blended_frames"} <= set(data)
+    assert data["embedder"] == "dlib_resnet_v1" and data["frames"] == 2 and data["swapped_frames"] == [1]
+    assert [p["reference"] for p in data["identities"]] == paths
+    for p in data["identities"]:
+        assert {"reference", "faces", "mean", "min", "per_frame", "boxes"} <= set(p)
+        assert p["faces"] == 2 and len(p["per_frame"]) == 2
+        assert all(len(b) == 4 and b[2] > 0 and b[3] > 0 for b in p["boxes"])
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.size == (1024, 400)
+
+    # One picture instead of a video: one frame.
+    Image.fromarray(swapped[0][0]).save(tmp_path / "still.jpg")
+    assert identity_score.main(paths + [str(tmp_path / "still.jpg"), "--embedder", "dlib"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["frames"] == 1 and [p["faces"] for p in data["identities"]] == [1, 1]
+
+
+def test_several_references_through_the_real_server(comfy_server, two_people):
+    """Queued through ComfyUI's /prompt: a frame of two people, each person's photo from its own
+    Load Image into reference_image and reference_image_2; the figures come back per person."""
+    inputs = os.path.join(comfy_server.base_dir, "input")
+    Image.fromarray(identity_media.grace_hopper()).save(os.path.join(inputs, "standin_test_hopper.png"))
+    Image.fromarray(identity_media.two_people_video(two_people, frames=1)[0]).save(
+        os.path.join(inputs, "standin_test_two_people.png"))
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "standin_test_two_people.png"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": conftest.FACE}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "standin_test_hopper.png"}},
+        "4": {"class_type": "StandIn_IdentitySimilarity",
+              "inputs": {"images": ["1", 0], "reference_image": ["2", 0], "reference_image_2": ["3", 0],
+                         "embedder": "dlib", "detector": "auto", "threshold": 0.0}},
+    }
+    entry = comfy_server.run(prompt, timeout=300)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    text = entry["outputs"]["4"]["text"][0]
+    assert "2 people" in text and "no swapped or blended frames" in text, text
+    assert "1 reference_image: faces 1/1" in text and "2 reference_image_2: faces 1/1" in text, text
+    assert entry["outputs"]["4"]["images"]

@@ -13,6 +13,11 @@ as such (``None``), never scored as zero. Two embedders:
   onnxruntime when installed, else by OpenCV's DNN module. Aligned to the standard 112x112
   ArcFace template from BlazeFace's eye, nose and mouth keypoints.
 
+Several people (``score_people``): every face of every frame is embedded and matched
+one-to-one to the references (Hungarian assignment on cosine similarity); each person gets
+their own figures and boxes, and frames where the face in a person's place looks like another
+reference are reported as swapped or blended.
+
 Imports without ComfyUI; nothing here downloads anything or keeps state between calls.
 """
 
@@ -443,3 +448,231 @@ def score_video(reference, frames, embedder="auto", detector="auto", model_dirs=
                         "unreliable (small faces of different people can score above the threshold).")
     return IdentityScore(embedder=emb.name, detector=det_name, threshold=thr, per_frame=per_frame,
                          boxes=boxes, reference_box=ref.box, warnings=warnings)
+
+
+# ----------------------------------------------------------------------------------------
+# Several people
+
+# A face counts as staying in a person's place when its centre moved less than this many
+# face sizes since that person's face was last seen. Faces of neighbouring frames move a
+# fraction of their size (0.03-0.23 in the two-person test videos, 9-17 frames), while two
+# people side by side are more than a face apart (1.6-3.3 there); a larger jump (a cut, a fast
+# move) makes no claim of a swap.
+PLACE_GATE = 0.5
+# A place is remembered this many frames after the person's face was last seen.
+PLACE_MEMORY = 3
+# Faces scored per frame beyond the references: enough for bystanders, bounded for speed
+# (every face costs one embedding).
+EXTRA_FACES = 4
+
+
+def _hungarian(matrix: np.ndarray, maximize: bool) -> list:
+    """(row, column) pairs of the optimal one-to-one matching (exact; rectangular allowed).
+    scipy's linear_sum_assignment: scipy is in ComfyUI's requirements.txt and ComfyUI's samplers
+    import it, so every ComfyUI environment has it; imported here, not at the top, so this module
+    imports quickly for the nodes that never match several people."""
+    if matrix.size == 0:
+        return []
+    from scipy.optimize import linear_sum_assignment
+    rows, cols = linear_sum_assignment(matrix, maximize=maximize)
+    return [(int(r), int(c)) for r, c in zip(rows, cols)]
+
+
+def assign(similarity: np.ndarray) -> dict:
+    """One-to-one matching of faces (rows) to references (columns) with the largest total
+    similarity: {reference column: face row}."""
+    return {c: r for r, c in _hungarian(similarity, maximize=True)}
+
+
+def _side(box) -> float:
+    return max(box[2] - box[0], box[3] - box[1], 1.0)
+
+
+def _place_distance(a, b) -> float:
+    """Distance between two face boxes' centres, in face sizes (the larger of the two)."""
+    d = math.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
+    return d / max(_side(a), _side(b))
+
+
+def _xywh(box):
+    return None if box is None else [round(box[0], 1), round(box[1], 1), round(box[2] - box[0], 1),
+                                     round(box[3] - box[1], 1)]
+
+
+def embed_faces(rgb: np.ndarray, embedder, detect, min_score: float, limit: int) -> list:
+    """FaceEmbedding of each face ``detect`` finds scoring at least ``min_score``, the ``limit``
+    largest, largest first."""
+    h, w = rgb.shape[:2]
+    boxes = sorted((b for b in detect(rgb) if b[4] >= min_score), key=_area, reverse=True)
+    out = []
+    for b in boxes[:limit]:
+        box = (max(0.0, b[0]), max(0.0, b[1]), min(float(w), b[2]), min(float(h), b[3]))
+        if _area(box) >= 1.0:
+            out.append(FaceEmbedding(embedder.embed(rgb, box), tuple(float(v) for v in box), len(boxes)))
+    return out
+
+
+@dataclass
+class PeopleScore:
+    """Several references scored over one video. ``people[j]`` is an IdentityScore for reference
+    j built from the faces matched to it; ``other[j][t]`` is how much that face looks like the
+    closest *other* reference (None where it had no face)."""
+    embedder: str
+    detector: str
+    threshold: float
+    references: list            # names, in the order given
+    people: list                # IdentityScore per reference
+    other: list                 # per reference, per frame: best similarity to another reference
+    mismatches: list            # {"frame", "person", "looks_like", "own", "other"}
+    swapped_frames: list
+    blended_frames: list
+    reference_similarity: list  # [n x n] cosine between the references' faces
+    warnings: list = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return self.people[0].frames if self.people else 0
+
+    def as_dict(self) -> dict:
+        r = (lambda v: None if v is None else round(v, 4))
+        identities = []
+        for name, p, other in zip(self.references, self.people, self.other):
+            identities.append({
+                "reference": name, "faces": p.faces, "mean": r(p.mean), "min": r(p.min),
+                f"p{LOW_PERCENTILE}": r(p.low), "face_share": round(p.face_share, 4), "below_threshold": p.below,
+                "no_face_frames": p.no_face_frames, "per_frame": [r(v) for v in p.per_frame],
+                "per_frame_other": [r(v) for v in other], "boxes": [_xywh(b) for b in p.boxes]})
+        return {"embedder": self.embedder, "frames": self.frames, "detector": self.detector,
+                "threshold": self.threshold, "identities": identities, "swapped_frames": self.swapped_frames,
+                "blended_frames": self.blended_frames, "mismatches": self.mismatches,
+                "reference_similarity": [[round(v, 4) for v in row] for row in self.reference_similarity]}
+
+    def summary(self) -> str:
+        f = (lambda v: "n/a" if v is None else f"{v:.3f}")
+        lines = [f"Identity similarity, {len(self.people)} people ({self.embedder}, cosine; same person above "
+                 f"{self.threshold:.2f})"]
+        for k, (name, p) in enumerate(zip(self.references, self.people), 1):
+            if p.faces:
+                lines.append(f"{k} {name}: faces {p.faces}/{p.frames}   mean {f(p.mean)}   min {f(p.min)}   "
+                             f"p{LOW_PERCENTILE} {f(p.low)}   below {self.threshold:.2f}: {p.below}")
+            else:
+                lines.append(f"{k} {name}: no face matched in any frame")
+        if self.swapped_frames:
+            lines.append("swapped (a person's place shows another reference's face) in frames: "
+                         + _ranges(self.swapped_frames))
+        if self.blended_frames:
+            lines.append("blended (two faces look like the same reference) in frames: " + _ranges(self.blended_frames))
+        if not self.swapped_frames and not self.blended_frames:
+            lines.append("no swapped or blended frames")
+        lines += self.warnings
+        return "\n".join(lines)
+
+
+def score_people(references, frames, embedder="auto", detector="auto", model_dirs=(), threshold=None,
+                 progress=None, names=None) -> PeopleScore:
+    """Several people in one video: every frame's faces matched one-to-one to the references.
+
+    Per frame: every face the detector finds (the largest ``len(references) + EXTRA_FACES``) is
+    embedded, and faces are matched to references by Hungarian assignment on cosine similarity
+    (``assign``); each person's score in that frame is their matched face's, None when no face
+    was left for them. Each person also has a place: the face that continues, by position,
+    the face they had in the last few frames (the first time, their matched face). A frame
+    where the face in some person's place looks more like another reference than their own
+    is reported: as *swapped* when the faces in the people's places each look most like a
+    different reference (people exchanged, or one appearing where another was), as *blended*
+    when two of them look most like the same reference (one identity leaking into another
+    face). A swap already present in the first frame is not seen this way: the boxes per frame
+    show who is where.
+    """
+    if len(references) < 2:
+        raise ValueError("score_people needs two or more references; score_video scores one.")
+    names = list(names) if names is not None else [f"reference {k}" for k in range(1, len(references) + 1)]
+    warnings: list = []
+    emb = load_embedder(embedder, model_dirs) if isinstance(embedder, str) else embedder
+    det_name, detect = face._pick_detector(detector, model_dirs, warnings)
+    det_name = det_name or "none"
+    if detect is None:
+        raise ValueError("Scoring several people needs a face detector to find each face in the frames; "
+                         "choose detector 'auto'.")
+    refs = []
+    for name, picture in zip(names, references):
+        ref = embed_largest_face(to_rgb8(picture), emb, detect)
+        if ref is None:
+            raise NoReferenceFace(f"No face found in {name} by the {det_name} detector: connect a photo where "
+                                  "the face is clearly visible and large.")
+        if ref.faces > 1:
+            warnings.append(f"{name} shows {ref.faces} faces; the largest is the identity.")
+        refs.append(ref)
+    thr = THRESHOLDS.get(emb.kind, 0.5) if threshold is None else float(threshold)
+    ref_vectors = np.stack([r.vector for r in refs])          # [people, dim]
+    ref_sim = np.clip(ref_vectors @ ref_vectors.T, -1.0, 1.0)
+    n_people = len(refs)
+    for a in range(n_people):
+        for b in range(a + 1, n_people):
+            if ref_sim[a, b] >= thr:
+                warnings.append(f"{names[a]} and {names[b]} look like the same person ({ref_sim[a, b]:.3f}, at or "
+                                f"above {thr:.2f}): the matching cannot tell them apart.")
+
+    n = len(frames)
+    per_frame = [[] for _ in refs]
+    boxes = [[] for _ in refs]
+    other = [[] for _ in refs]
+    places: list = [None] * n_people     # (box, frame last seen) of each person's place
+    mismatches, swapped, blended = [], [], []
+    crowded = small = 0
+    for t in range(n):
+        found = embed_faces(to_rgb8(frames[t]), emb, detect, FRAME_MIN_SCORE, n_people + EXTRA_FACES)
+        sim = (np.clip(np.stack([f.vector for f in found]) @ ref_vectors.T, -1.0, 1.0) if found
+               else np.zeros((0, n_people)))
+        crowded += len(found) > n_people
+        match = assign(sim)
+        for j in range(n_people):
+            i = match.get(j)
+            if i is None:
+                per_frame[j].append(None)
+                boxes[j].append(None)
+                other[j].append(None)
+            else:
+                per_frame[j].append(float(sim[i, j]))
+                boxes[j].append(found[i].box)
+                rest = [float(sim[i, q]) for q in range(n_people) if q != j]
+                other[j].append(max(rest))
+                small += _side(found[i].box) < SMALL_FACE
+
+        # Places: continue each recent place by position, then the rest by the similarity match.
+        place: dict = {}
+        recent = [j for j in range(n_people) if places[j] is not None and t - places[j][1] <= PLACE_MEMORY]
+        if recent and found:
+            dist = np.array([[_place_distance(places[j][0], f.box) for f in found] for j in recent])
+            place = {recent[r]: c for r, c in _hungarian(dist, maximize=False) if dist[r, c] <= PLACE_GATE}
+        for j, i in sorted(match.items()):
+            if j not in place and i not in place.values():
+                place[j] = i
+        for j, i in place.items():
+            places[j] = (found[i].box, t)
+
+        looks_like = {j: int(np.argmax(sim[i])) for j, i in place.items()}
+        wrong = sorted(j for j, q in looks_like.items() if q != j and sim[place[j], q] > sim[place[j], j])
+        if wrong:
+            for j in wrong:
+                q, i = looks_like[j], place[j]
+                mismatches.append({"frame": t, "person": j, "looks_like": q, "own": round(float(sim[i, j]), 4),
+                                   "other": round(float(sim[i, q]), 4)})
+            if len(set(looks_like.values())) == len(looks_like):
+                swapped.append(t)
+            else:
+                blended.append(t)
+        if progress is not None:
+            progress(t + 1, n)
+
+    if crowded:
+        warnings.append(f"{crowded} frame(s) show more faces than references; the faces most like the references "
+                        "were matched.")
+    if small:
+        warnings.append(f"{small} matched face(s) are under {SMALL_FACE} pixels across: their scores are unreliable "
+                        "(small faces of different people can score above the threshold).")
+    people = [IdentityScore(embedder=emb.name, detector=det_name, threshold=thr, per_frame=per_frame[j],
+                            boxes=boxes[j], reference_box=refs[j].box) for j in range(n_people)]
+    return PeopleScore(embedder=emb.name, detector=det_name, threshold=thr, references=names, people=people,
+                       other=other, mismatches=mismatches, swapped_frames=swapped, blended_frames=blended,
+                       reference_similarity=ref_sim.tolist(), warnings=warnings)
