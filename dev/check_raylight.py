@@ -87,7 +87,6 @@ def prepare(raylight_dir: str, folder: str) -> dict:
 
 
 def worker(rank, world, init_file, configs, out_path, p):
-    import torch
     import torch.distributed as dist
     import comfy.patcher_extension as pe
     from raylight.distributed_modules.usp import USPInjectRegistry
@@ -125,8 +124,7 @@ def worker(rank, world, init_file, configs, out_path, p):
         fresh = not results or not set(ids) & set(results[-1]["ids"])
         results.append({"round": round_, "ulysses": ulysses, "ring": ring, "max_abs": max(diffs),
                         "ids": ids, "fresh": fresh,
-                        "forward_orig": dm.forward_orig.__func__.__name__, "self_attn": forwards,
-                        "effect": None})
+                        "forward_orig": dm.forward_orig.__func__.__name__, "self_attn": forwards})
     try:
         actor_entry.run(model, p["node"].PACK_DIR, "apply_on_actor", dict(kwargs, strength=0.5))
         refused = None

@@ -3,7 +3,6 @@ actor-side entry as Ray would ship it, and the Apply Stand-In Identity (Raylight
 
 import json
 import os
-import pickle
 import re
 import subprocess
 import sys

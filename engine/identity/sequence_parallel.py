@@ -21,10 +21,6 @@ machines that run the model (Raylight's actors).
 
 from __future__ import annotations
 
-import logging
-
-log = logging.getLogger(__name__)
-
 WRAPPER_KEY = "standin_sequence_parallel"   # DIFFUSION_MODEL wrapper on the actor's ModelPatcher
 RAYLIGHT_SELF_ATTENTION = "usp_self_attn_forward"
 
