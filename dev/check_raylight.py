@@ -3,6 +3,7 @@
 code, on CPU processes joined by gloo (developer check; Raylight's actors need CUDA and NCCL).
 
     python dev/check_raylight.py RAYLIGHT_DIR [FIXTURE_DIR] [--ulysses N] [--ring M]
+    python dev/check_raylight.py RAYLIGHT_DIR --fsdp
 
 RAYLIGHT_DIR is a checkout of github.com/komikndr/raylight (the folder holding src/raylight).
 What runs per rank, all Raylight's or ComfyUI's own code except where said:
@@ -80,7 +81,7 @@ def prepare(raylight_dir: str, folder: str) -> dict:
     adapter_path = os.path.join(folder, spec["adapters"][-1])
     single = standin.apply_standin(model, adapter_mod.load_adapter_file(adapter_path), reference)
     want = csp._run_calls(standin, single, spec, inputs, True)
-    return {"csp": csp, "standin": standin, "node": node, "spec": spec, "inputs": inputs,
+    return {"csp": csp, "standin": standin, "adapter_mod": adapter_mod, "node": node, "spec": spec, "inputs": inputs,
             "model": model, "want": want, "adapter_path": adapter_path,
             # the node sends the raw VAE latent; the actor applies the model's process_latent_in
             "latent": model.model.process_latent_out(reference.clone())}
@@ -138,17 +139,82 @@ def worker(rank, world, init_file, configs, out_path, p):
     dist.destroy_process_group()
 
 
+def fsdp_worker(rank, world, init_file, out_path, p):
+    """Raylight's own FSDP sharding (fully_shard_bottom_up) of the model, then what Stand-In
+    meets there: is block.modulation sharded, does the reference pass run, what the node says."""
+    import importlib.util
+    import types
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:   # what Raylight's fsdp_utils imports from a newer ComfyUI, else from comfy_kitchen
+        from comfy.quant_ops import QUANT_ALGOS, QuantizedTensor, get_layout_class  # noqa: F401
+    except ImportError:
+        kitchen = types.ModuleType("comfy_kitchen.tensor")
+        kitchen.QuantizedTensor = type("QuantizedTensor", (torch.Tensor,), {})
+        kitchen.get_layout_class = lambda *a, **k: None
+        sys.modules["comfy_kitchen"] = types.ModuleType("comfy_kitchen")
+        sys.modules["comfy_kitchen.tensor"] = kitchen
+    import raylight
+    path = os.path.join(os.path.dirname(raylight.__file__), "comfy_dist", "fsdp_utils.py")
+    spec = importlib.util.spec_from_file_location("raylight_fsdp_utils", path)
+    fsdp_utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fsdp_utils)     # alone: raylight.comfy_dist's __init__ needs a CUDA setup
+    model = p["model"].clone()
+    dm = model.model.diffusion_model
+    units = fsdp_utils.fully_shard_bottom_up(dm, {"reshard_after_forward": True,
+                                                  "mesh": init_device_mesh("cpu", (world,))},
+                                             native_ignore_scale=True)
+    out = {"units": units, "modulation": type(dm.blocks[0].modulation).__name__,
+           "q_weight": type(dm.blocks[0].self_attn.q.weight).__name__}
+    adapter = p["adapter_mod"].load_adapter_file(p["adapter_path"])
+    try:
+        p["standin"].build_reference_kv(dm, adapter, model.model.process_latent_in(p["latent"]),
+                                        (6, 8), torch.float32, torch.device("cpu"))
+        out["reference_pass"] = "ran"
+    except Exception as e:
+        out["reference_pass"] = f"{type(e).__name__}: {str(e)[:90]}"
+    actor_entry = sys.modules[p["node"].__name__.rsplit(".", 2)[0] + ".engine.identity.actor_entry"]
+    out["node_check"] = actor_entry.run(model, p["node"].PACK_DIR, "check_on_actor", {})
+    if rank == 0:
+        with open(out_path, "w") as f:
+            json.dump(out, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("raylight_dir")
     parser.add_argument("folder", nargs="?", default=os.path.join(TESTS, "fixtures", "standin_parity"))
     parser.add_argument("--ulysses", type=int, default=None)
     parser.add_argument("--ring", type=int, default=None)
+    parser.add_argument("--fsdp", action="store_true",
+                        help="instead: shard the model with Raylight's FSDP on 2 processes and report "
+                             "what Stand-In meets there")
     args = parser.parse_args(argv)
     configs = ([(2, 1), (1, 2)] if args.ulysses is None and args.ring is None
                else [(args.ulysses or 1, args.ring or 1)])
     p = prepare(os.path.abspath(args.raylight_dir), os.path.abspath(args.folder))
     import multiprocessing as mp
+    if args.fsdp:
+        with tempfile.TemporaryDirectory(prefix="standin_raylight_") as tmp:
+            out_path = os.path.join(tmp, "fsdp.json")
+            procs = [mp.get_context("fork").Process(
+                target=fsdp_worker, args=(r, 2, os.path.join(tmp, "rdv"), out_path, p)) for r in range(2)]
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                proc.join()
+            if not os.path.exists(out_path):
+                print("raylight fsdp: processes failed", flush=True)
+                return 1
+            out = json.load(open(out_path))
+        print(f"raylight fsdp: {out['units']} FSDP units; block.modulation is a {out['modulation']}, "
+              f"self_attn.q.weight a {out['q_weight']}; the reference pass: {out['reference_pass']}; "
+              f"the node's check: {out['node_check'] or 'accepts'}", flush=True)
+        return 0 if out["node_check"] else 1
     ok = True
     for ulysses, ring in configs:
         world = ulysses * ring

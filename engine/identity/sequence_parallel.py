@@ -223,6 +223,14 @@ def check_model(model, num_blocks: int | None = None, dim: int | None = None) ->
     from . import patch
     if model is None:
         return "The Ray actors hold no model yet: connect the output of Ray UNET Loader."
+    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if dm is not None and hasattr(dm, "blocks") and is_fsdp(dm):
+        # Checked first: FSDP wraps the model in a class of its own, which the Wan check refuses
+        # with a less useful message.
+        return ("The Ray actors shard this model with FSDP. Stand-In's reference pass calls the "
+                "blocks' attention layers outside their forward, where FSDP holds only a shard of "
+                "their weights, so it cannot run there. Turn FSDP off in Ray Init Actor; Ulysses / "
+                "ring sequence parallelism alone works.")
     try:
         dm = patch.wan_diffusion_model(model)
     except patch.StandInError as e:
@@ -232,10 +240,6 @@ def check_model(model, num_blocks: int | None = None, dim: int | None = None) ->
         return (f"This Stand-In adapter was made for a Wan model with {describe_size(num_blocks, dim)}, "
                 f"but the Ray actors run one with {describe_size(len(dm.blocks), dm.dim)}. Use the "
                 f"adapter file made for this model.")
-    if is_fsdp(dm):
-        return ("The Ray actors shard this model with FSDP, which Stand-In has not been verified "
-                "with (its reference pass reads block weights outside the blocks' forward). Turn "
-                "FSDP off in Ray Init Actor; Ulysses / ring sequence parallelism alone works.")
     return None
 
 
