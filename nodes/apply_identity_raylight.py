@@ -138,6 +138,9 @@ class ApplyIdentityRaylight(io.ComfyNode):
         message = cls.validate_inputs(strength, start_percent, end_percent)
         if message is not True:
             raise ValueError(message)
+        if getattr(identity, "latent", None) is None:
+            raise ValueError("Apply Stand-In Identity (Raylight) takes one person: connect Encode "
+                             "Reference Face (or Consent Record) directly, not Add Identity.")
         if identity.latent_channels != LATENT_CHANNELS:
             raise ValueError(
                 f"This identity was encoded by a VAE with {identity.latent_channels}-channel "

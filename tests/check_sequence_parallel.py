@@ -43,10 +43,14 @@ def fixture_heads(folder: str, spec: dict) -> int:
     return dim // HEAD_DIM
 
 
-def fixture_references(spec: dict, inputs: dict):
-    names = spec.get("references") or [spec["reference"]]
-    refs = [inputs[n] for n in names]
-    return refs[0] if len(refs) == 1 else refs
+def fixture_references(spec: dict, inputs: dict, standin=None):
+    """One reference latent, or (fixtures with ``references``) the list the pack's
+    ``apply_standin`` takes for several people, in the fixture's order."""
+    if "references" not in spec:
+        return inputs[spec["reference"]]
+    refs = [inputs[n] for n in spec["references"]]
+    spec_class = getattr(standin, "IdentitySpec", None)
+    return [spec_class(r) for r in refs] if spec_class is not None else refs
 
 
 def _run_calls(standin, patched, spec, inputs, with_identity: bool):
@@ -112,7 +116,7 @@ def prepare(folder: str) -> dict:
     p["inputs"] = inputs = safetensors.torch.load_file(os.path.join(folder, spec["inputs"]))
     p["model"] = model = comfy.sd.load_diffusion_model(os.path.join(folder, spec["model"]),
                                                        model_options={"dtype": torch.float32})
-    p["reference"] = fixture_references(spec, inputs)
+    p["reference"] = fixture_references(spec, inputs, p["standin"])
     p["adapters"] = []
     standin = p["standin"]
     want_base = _run_calls(standin, model, spec, inputs, False)

@@ -261,6 +261,9 @@ def test_the_node_refuses_before_anything_reaches_the_actors(fake_ray, base, nod
         cls.execute({"workers": actors}, *node_inputs, strength=0.5)
     with pytest.raises(ValueError, match="no Ray workers"):
         cls.execute({"workers": []}, *node_inputs)
+    several = types.SimpleNamespace(people=(node_inputs[1], node_inputs[1]), consent=None)
+    with pytest.raises(ValueError, match="takes one person"):
+        cls.execute({"workers": actors}, node_inputs[0], several)
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ValueError, match="needs Raylight"):
         cls.execute({"workers": actors}, *node_inputs)

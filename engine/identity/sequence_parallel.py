@@ -31,6 +31,12 @@ STRENGTH_REFUSED = (
     "instead, or run on one GPU with Apply Stand-In Identity (RSA/CPM).")
 
 
+REGIONS_REFUSED = (
+    "A person limited to a region of the frame is not available under Raylight's sequence "
+    "parallelism (xfuser's kernels take no mask). Give every person the whole frame, or run on "
+    "one GPU with Apply Stand-In Identity (RSA/CPM).")
+
+
 class SequenceParallelError(ValueError):
     """A setup Stand-In cannot run exactly under sequence parallelism; the message says what to do."""
 
@@ -106,6 +112,8 @@ def take_block_reference(transformer_options):
     call.attention_calls += 1
     if call.key_bias is not None:
         raise SequenceParallelError(STRENGTH_REFUSED.format(strength="other than 0 and 1"))
+    if getattr(call, "groups", None) is not None:
+        raise SequenceParallelError(REGIONS_REFUSED)
     call.blocks_used.add(index)
     return call.kv.keys[index], call.kv.values[index]
 
