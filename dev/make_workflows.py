@@ -310,7 +310,9 @@ def extra_widget_values(spec) -> list:
     opts = spec[1] if len(spec) > 1 else {}
     extra = []
     if opts.get("control_after_generate"):
-        extra.append("fixed")
+        # A new seed after every Run: a second Run gives a new video (the queued prompt keeps the
+        # seed it ran with, so /history and the labelled file still say which one).
+        extra.append("randomize")
     if opts.get("image_upload"):
         extra.append("image")
     return extra
@@ -429,8 +431,14 @@ def note_text(name: str, prompt: dict, manifest: dict, description: str) -> str:
              *files, "",
              "**2. Reference photo**: one person, face clearly visible; the preview shows the crop Stand-In sees.", ""]
     if videos:
-        lines.append("**3. Video**: " + ("a pose or depth video (run a DWPose or depth preprocessor on a real video first)."
-                                         if "vace" in name else "one person, face visible."))
+        video = next(n["inputs"]["file"] for n in prompt.values() if n["class_type"] == "LoadVideo")
+        where = f"`{video}` in `ComfyUI/input/`, or pick yours in Load Video"
+        lines.append(
+            f"**3. Control video** ({where}): a pose or depth video, made from real footage by a DWPose or "
+            "depth preprocessor; its first 81 frames are used, at its own frame rate."
+            if "vace" in name else
+            f"**3. Source video** ({where}): one person, face visible; cropped to multiples of 16 and "
+            "trimmed to 4n+1 frames.")
         lines.append("")
     lines.append(f"**{4 if videos else 3}. Prompt**, then **Run**. The video lands in `output/standin/`, "
                  "labelled as AI-generated (C2PA).")

@@ -117,7 +117,9 @@ class _CDP:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if await self.evaluate(f"Boolean({condition})"):
+                # Awaited first: Boolean() of a pending Promise is true, which let a check of an
+                # async condition pass at once, before the prompt it waits for had finished.
+                if await self.evaluate(f"(async () => Boolean(await ({condition})))()"):
                     return
             except RuntimeError:
                 pass

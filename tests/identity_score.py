@@ -6,7 +6,7 @@
 VIDEO_OR_FRAME_DIR: a video file (mp4, webm, ...; read with OpenCV, or PyAV when OpenCV
 cannot), an animated WEBP/GIF, or a folder of frame images (sorted by name). Prints one JSON
 line: {"embedder", "frames", "faces", "mean", "min", "per_frame": [...], ...}, per_frame null
-where a frame had no face. The per-frame work is nodes/face_embed.py's score_video, the
+where a frame had no face. The per-frame work is engine/faces/embed.py's score_video, the
 function the node calls.
 """
 

@@ -5,7 +5,7 @@
 
 The video is read by ComfyUI's own Load Video code (VideoFromFile -> components: frames and
 fps); the photo as Load Image reads it; the reference is prepared by the code Encode Reference
-Face runs (nodes/face.py, BlazeFace, selfie segmentation, 8-bit levels) and the frames go through
+Face runs (engine/faces/detect.py, BlazeFace, selfie segmentation, 8-bit levels) and the frames go through
 the node's own function (nodes/prepare_face_swap.prepare). OUT_DIR receives frame_00000.png ...
 (the pasted frames, cropped and trimmed), mask_00000.png ... (8-bit, 255 = swapped) and
 info.json (width, height, length, fps, per-frame face_box or null, warnings). --mask-dir: one

@@ -5,7 +5,7 @@
         [--keep-background] [--model-dir DIR ...]
 
 The photo is read the way ComfyUI's Load Image node reads it (EXIF rotation applied, RGB,
-values / 255) and goes through the pack's own ``nodes/face.py``, the code the Encode
+values / 255) and goes through the pack's own ``engine/faces/detect.py``, the code the Encode
 Reference Face node runs; OUT.png holds exactly the pixels that get VAE-encoded. Masks are
 read as greyscale, white = keep (subject) or face. What was found is printed on stderr.
 """

@@ -1,4 +1,4 @@
-"""Reference face preparation (nodes/face.py) on real photographs shipped inside PyPI packages.
+"""Reference face preparation (engine/faces/detect.py) on real photographs shipped inside PyPI packages.
 
 Photos: scikit-image's data (astronaut: a face; camera: a man behind a camera; chelsea: a
 cat; rocket, coffee: no face) and matplotlib's sample Grace Hopper portrait. Reference
@@ -61,7 +61,7 @@ def to_u8(result):
 # ---------------------------------------------------------------------------------------
 # The official rule, written here from a reading of the official preprocessor
 # (preprocessor/image_input_preprocessor.py, FaceProcessor.process and _pad_to_square),
-# independently of nodes/face.py.
+# independently of engine/faces/detect.py.
 
 
 def official_rect(bbox, w, h):
