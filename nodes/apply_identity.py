@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .consent_record import enforce as enforce_consent_policy, policy_fingerprint
+from .consent_record import (enforce as enforce_consent_policy, policy_fingerprint, prompt_has_labelled_save,
+                             refuse_if_server_unready)
 from ..engine.identity.patch import LATENT_CHANNELS, StandInError, apply_standin
 from .sockets import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
 
@@ -42,7 +43,15 @@ class ApplyRSACPM(io.ComfyNode):
             outputs=[
                 io.Model.Output(tooltip="The model carrying the identity."),
             ],
+            hidden=[io.Hidden.prompt],  # whether the prompt saves through a labelled save
         )
+
+    @classmethod
+    def validate_inputs(cls, strength=1.0):
+        # The policy file refuses the prompt at queue time (the labelled save nodes check the
+        # signing credentials and the audit log there). ComfyUI calls validate_inputs only when
+        # it declares an input.
+        return refuse_if_server_unready(labelled=False)
 
     @classmethod
     def fingerprint_inputs(cls, **kwargs):
@@ -51,7 +60,10 @@ class ApplyRSACPM(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter, identity, strength=1.0, start_percent=0.0,
                 end_percent=1.0) -> io.NodeOutput:
-        enforce_consent_policy(identity)  # before any sampling: expired or (policy) missing consent
+        # Before any sampling: the policy, the signing key and audit log when the prompt saves
+        # through a labelled save, and this identity's consent (expired, over the limits, or
+        # missing where required).
+        enforce_consent_policy(identity, labelled=prompt_has_labelled_save(cls.hidden.prompt if cls.hidden else None))
         if identity.latent_channels != LATENT_CHANNELS:
             raise ValueError(
                 f"This identity was encoded by a VAE with {identity.latent_channels}-channel "

@@ -10,7 +10,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from ..engine.provenance import consent
+from ..engine.provenance import consent, preflight
 from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
 
 
@@ -28,23 +28,59 @@ def load_policy() -> dict:
 
 
 def policy_fingerprint() -> tuple:
-    """Changes when the policy file or the date does, so a cached Apply re-checks consent."""
+    """Changes when the policy file, the signing files it names or the date do, so a cached Apply
+    re-checks them."""
+    def stamp(path):
+        try:
+            st = os.stat(path)
+            return st.st_size, st.st_mtime_ns
+        except (OSError, TypeError, ValueError):
+            return None
     path = os.path.join(state_dir(), consent.POLICY_FILE)
     try:
-        st = os.stat(path)
-        stamp = (st.st_size, st.st_mtime_ns)
-    except OSError:
-        stamp = None
-    return stamp, datetime.date.today().isoformat()
+        signing = load_policy()["signing"]
+        files = (stamp(signing["certificate"]), stamp(signing["private_key"]))
+    except (ValueError, KeyError):
+        files = None
+    return stamp(path), files, datetime.date.today().isoformat()
 
 
-def enforce(identity) -> None:
-    """Refuses (ValueError, shown on the node) an identity whose consent is expired, or that has
-    none while the policy requires one."""
-    try:
-        consent.check_generation(getattr(identity, "consent", None), load_policy())
-    except (consent.ConsentError, consent.PolicyError) as e:
-        raise ValueError(str(e)) from None
+def server_ready() -> preflight.Ready:
+    """The policy, signing key and audit log, checked (ValueError saying what to fix)."""
+    return preflight.server_checks(state_dir())
+
+
+def refuse_if_server_unready(labelled: bool = True) -> bool:
+    """For validate_inputs: True, or a ValueError with the server-wide fault (the policy; with
+    ``labelled`` also the signing credentials and the audit log). Raised rather than returned:
+    ComfyUI repeats a returned message once per input of the node, a raised one is reported once."""
+    if labelled:
+        server_ready()
+    else:
+        preflight.policy_check(state_dir())
+    return True
+
+
+LABELLED_SAVES = ("StandIn_SaveLabelledVideo", "StandIn_SaveLabelledImage")
+
+
+def prompt_has_labelled_save(prompt) -> bool:
+    """Whether the running prompt saves through a labelled save node; unknown (no prompt) counts
+    as yes, so the checks fail closed."""
+    if not isinstance(prompt, dict) or not prompt:
+        return True
+    return any(isinstance(n, dict) and n.get("class_type") in LABELLED_SAVES for n in prompt.values())
+
+
+def enforce(identity, ready: preflight.Ready | None = None, labelled: bool = True) -> dict:
+    """Before sampling: the policy (with ``labelled``, also the signing credentials and the audit
+    log the save will use), then this identity's consent (expired, over the limits, or none while
+    the policy requires one). ValueError, shown on the node. Returns the policy."""
+    if ready is None and labelled:
+        ready = server_ready()
+    policy = ready.policy if ready is not None else preflight.policy_check(state_dir())
+    preflight.check_identity_consent(getattr(identity, "consent", None), policy)
+    return policy
 
 
 class ConsentRecord(io.ComfyNode):
@@ -85,10 +121,9 @@ class ConsentRecord(io.ComfyNode):
                         document_sha256=None, granted_on=""):
         if None in (subject, purpose, valid_until, document_id, document_sha256):
             return True  # a field comes from another node: execute checks it once it is known
-        try:
-            consent.make_record(subject, purpose, valid_until, document_id, document_sha256, granted_on or "")
-        except consent.ConsentError as e:
-            return str(e)
+        # Raised, not returned: ComfyUI repeats a returned message once per input, and this one
+        # is about the record as a whole.
+        consent.make_record(subject, purpose, valid_until, document_id, document_sha256, granted_on or "")
         return True
 
     @classmethod

@@ -79,7 +79,8 @@ class EncodeReferenceFace(io.ComfyNode):
                 io.Combo.Input("detector", options=face.detector_choices(), default="auto",
                                tooltip="How the face is found. auto: YuNet when face_detection_yunet_2023mar.onnx "
                                        "is in models/standin, else the bundled BlazeFace detector. blazeface, "
-                                       "yunet, haar: that detector only. none: the image is already a face crop."),
+                                       "yunet, haar (offered with OpenCV 4 only): that detector only. none: the image "
+                                       "is already a face crop."),
                 io.Boolean.Input("white_background", default=True,
                                  tooltip="Paint everything but the person white, as the official "
                                          "pipeline does (uses subject_mask when connected)."),

@@ -16,6 +16,8 @@ from .sockets import CATEGORY, NODE_PREFIX
 # The official pipeline maps the 8-bit mask to [-1, 1] (preprocess_video) and keeps latents
 # where it is > 0.5: a mask value above 0.75 on ComfyUI's [0, 1] scale.
 OFFICIAL_THRESHOLD = 0.75
+# Latent channels -> pixels per latent cell: Wan 2.1 VAE (16 channels) 8, Wan 2.2 VAE (48) 16.
+VAE_FACTOR = {16: 8, 48: 16}
 
 
 def latent_mask(mask: torch.Tensor, latent_shape, threshold: float = OFFICIAL_THRESHOLD) -> torch.Tensor:
@@ -32,6 +34,13 @@ def latent_mask(mask: torch.Tensor, latent_shape, threshold: float = OFFICIAL_TH
     t, h, w = (int(v) for v in mask.shape)
     lt, lh, lw = (int(v) for v in latent_shape[2:])
     frames_ok = t == 1 or (t - 1) // 4 + 1 == lt
+    # The VAE's pixels per latent: a mask of any other size belongs to other frames, and
+    # resampling it would regenerate the wrong region without a word.
+    factor = VAE_FACTOR.get(int(latent_shape[1]))
+    if factor is not None and (h, w) != (lh * factor, lw * factor):
+        raise ValueError(f"The mask is {w}x{h} but the video latent is {lw}x{lh}, i.e. {lw * factor}x{lh * factor} "
+                         f"frames: connect the mask and the VAE-encoded frames of the same Prepare Face Swap Video "
+                         f"(or resize the mask to {lw * factor}x{lh * factor}).")
     if not frames_ok or h % lh or w % lw or h // lh != w // lw:
         raise ValueError(f"The mask ({t} frames of {w}x{h}) does not belong to this latent ({lt} latent frames of "
                          f"{lw}x{lh}): connect the mask and the VAE-encoded frames of the same Prepare Face "

@@ -63,6 +63,10 @@ class PrepareFaceSwapVideo(io.ComfyNode):
                                       "of the uncropped frames: choose which face is swapped, and replace the "
                                       "ellipse used without alignment. A frame whose mask is empty is left "
                                       "unchanged. One mask serves every frame."),
+                io.Boolean.Input("allow_no_face", default=False, optional=True,
+                                 tooltip="When no face is found in any frame, nothing would be swapped and "
+                                         "sampling would only re-noise the video: off refuses it before sampling; "
+                                         "on passes the frames on unchanged."),
             ],
             outputs=[
                 io.Image.Output("pasted_images", display_name="images",
@@ -77,8 +81,13 @@ class PrepareFaceSwapVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, identity, align=True, dilation=face_swap.DILATION, feather=face_swap.FEATHER,
-                face_mask=None) -> io.NodeOutput:
+                face_mask=None, allow_no_face=False) -> io.NodeOutput:
         out, out_masks, result = prepare(images, identity, align, dilation, feather, face_mask)
+        if not allow_no_face and not any(i.face_box is not None for i in result.infos):
+            raise ValueError(
+                f"No face was found in any of the {len(result.infos)} frames, so nothing would be swapped (the "
+                f"sampler would only re-noise the video). Use a video where the face is visible and not tiny, "
+                f"connect a face_mask, or turn on allow_no_face to go on anyway.")
         g = result.geometry
         device = comfy.model_management.intermediate_device()
         # The warnings (frames without a face, cropping) are shown on the node.
@@ -97,7 +106,7 @@ def prepare(images, identity, align=True, dilation=face_swap.DILATION, feather=f
     if face_mask is not None:
         masks = face_mask if face_mask.ndim == 3 else face_mask.reshape((-1,) + tuple(face_mask.shape[-2:]))
         masks = masks.detach().float().cpu().numpy()
-    frames = images.detach().cpu()
+    frames = images.detach().cpu()[..., :3]  # RGBA frames (e.g. from PNGs): the colour only
     if frames.dtype != torch.float32:
         frames = frames.float()
     for start in range(0, geometry.length, 8):  # in slices: a whole-video mask would cost a quarter of it

@@ -36,10 +36,49 @@ def node_problem(cls, inputs: dict):
             args[name] = None if _is_link(value) else value
     try:
         answer = fn(**args)
+    except ValueError as e:  # the node's refusal, raised so that ComfyUI reports it once
+        return str(e)
     except Exception as e:  # a value of the wrong type: ComfyUI's own validation reports it
         log.debug("Stand-In prompt check: %s.validate_inputs raised %s", getattr(cls, "__name__", cls), e)
         return None
     return None if answer is True else str(answer)
+
+
+# Combo values a saved workflow may hold that this installation no longer offers, and what they
+# are mapped to (logged) instead of a bare "Value not in list".
+REMOVED_VALUES = {"detector": {"haar": "auto"}}  # OpenCV 5 has no Haar cascades
+
+
+def combo_options(cls) -> dict:
+    """{input name: options} of the node's combo inputs."""
+    try:
+        schema = cls.define_schema()
+    except Exception:
+        return {}
+    return {i.id: list(i.options) for i in schema.inputs if getattr(i, "options", None) is not None}
+
+
+def map_removed_values(prompt: dict, pack_nodes: dict) -> list[str]:
+    """Replaces REMOVED_VALUES that the node does not offer here; returns what was changed."""
+    changed = []
+    for node_id, node in prompt.items():
+        cls = pack_nodes.get(node.get("class_type")) if isinstance(node, dict) else None
+        inputs = node.get("inputs") if cls is not None else None
+        if not isinstance(inputs, dict):
+            continue
+        options = None
+        for name, mapping in REMOVED_VALUES.items():
+            value = inputs.get(name)
+            if isinstance(value, str) and value in mapping:
+                options = combo_options(cls) if options is None else options
+                offered = options.get(name)
+                if offered and value not in offered and mapping[value] in offered:
+                    inputs[name] = mapping[value]
+                    changed.append(f"node {node_id} ({node['class_type']}): {name} '{value}' is not available here, "
+                                   f"using '{mapping[value]}'")
+    for line in changed:
+        log.warning("Stand-In: %s (the workflow was saved where it was).", line)
+    return changed
 
 
 def narrow_to_refused(json_data: dict, pack_nodes: dict, is_output) -> dict:
@@ -48,6 +87,7 @@ def narrow_to_refused(json_data: dict, pack_nodes: dict, is_output) -> dict:
     prompt = json_data.get("prompt") if isinstance(json_data, dict) else None
     if not isinstance(prompt, dict):
         return json_data
+    map_removed_values(prompt, pack_nodes)
     bad = {}
     for node_id, node in prompt.items():
         cls = pack_nodes.get(node.get("class_type")) if isinstance(node, dict) else None

@@ -23,27 +23,49 @@ _NOT_CONNECTED = object()  # validate_inputs: an optional input left unconnected
 WAN21_BOUNDARY = 0.875  # official Wan 2.2 T2V switch: low-noise expert once t < 0.875 * 1000
 
 
-def video_size_problem(width, height, length) -> str | None:
-    """What is wrong with a Wan video size, with the nearest sizes that work; None when it is fine.
-    A None value (a linked input, unknown before the graph runs) is not checked."""
-    problems = []
+def video_size_problems(width, height, length) -> dict:
+    """{input name: what is wrong with it, with the nearest values that work} for a Wan video
+    size; empty when it is fine. A None value (a linked input, unknown before the graph runs) is
+    not checked."""
+    problems = {}
     for name, value in (("width", width), ("height", height)):
         if value is None:
             continue
         if value < 16 or value > MAX_SIZE:
-            problems.append(f"{name} {value} is outside 16..{MAX_SIZE}")
+            problems[name] = f"{name} {value} is outside 16..{MAX_SIZE}"
         elif value % 16:
             lower = max(16, value - value % 16)
-            problems.append(f"{name} {value} is not a multiple of 16 (use {lower} or {lower + 16})")
+            problems[name] = f"{name} {value} is not a multiple of 16 (use {lower} or {lower + 16})"
     if length is not None:
         if length < 1 or length > MAX_SIZE:
-            problems.append(f"length {length} is outside 1..{MAX_SIZE}")
+            problems["length"] = f"length {length} is outside 1..{MAX_SIZE}"
         elif (length - 1) % 4:
             lower = max(1, length - (length - 1) % 4)
-            problems.append(f"length {length} is not of the form 4n+1 (use {lower} or {lower + 4} frames)")
-    if problems:
-        return "Wan video sizes: " + "; ".join(problems) + "."
-    return None
+            problems["length"] = f"length {length} is not of the form 4n+1 (use {lower} or {lower + 4} frames)"
+    return problems
+
+
+def _names(names: list) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def video_size_problem(width, height, length) -> str | None:
+    """The refusal of a Wan video size, naming the inputs to change; None when it is fine.
+
+    ComfyUI attaches a validate_inputs refusal to every input the method takes (width, height and
+    length alike, each marked on the canvas), so the text itself says which of them to change and
+    which are fine."""
+    problems = video_size_problems(width, height, length)
+    if not problems:
+        return None
+    values = {"width": width, "height": height, "length": length}
+    wrong = [n for n in values if n in problems]
+    fine = [f"{n} {v}" for n, v in values.items() if n not in problems and v is not None]
+    text = "Wan video size: " + "; ".join(problems[n] for n in wrong) + "."
+    change = f"Change {_names(wrong)}"
+    if fine:
+        change += f" only; {_names(fine)} {'is' if len(fine) == 1 else 'are'} fine"
+    return f"{text} {change}."
 
 
 def check_video_size(width: int, height: int, length: int) -> None:

@@ -1,6 +1,7 @@
 """Save Labelled Video / Image: ComfyUI's own saving, then a signed C2PA manifest saying the file
 is AI-generated and what made it, plain metadata for players that do not read C2PA, and a line
-in the audit log."""
+in the audit log. Written and signed in a staging folder, logged, and only then placed in
+output/ (engine/provenance/publish.py); on any failure the frames go to a quarantine folder."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import InputImpl, Types, io, ui
 
-from ..engine.provenance import audit, c2pa_label as provenance
-from .consent_record import enforce, load_policy, state_dir
+from ..engine.provenance import c2pa_label as provenance, consent, policy as policy_schema, preflight, publish
+from .consent_record import enforce, refuse_if_server_unready, state_dir
 from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,16 @@ class Labeller:
     """What both save nodes do around ComfyUI's own saving."""
 
     def __init__(self, node_cls, identity):
+        # The same checks as Apply ran before sampling: anything that changed since (an expired
+        # record, a replaced certificate) is caught before a file is written.
+        ready = preflight.server_checks(state_dir())
         if identity is not None:
-            enforce(identity)  # an expired record is not written into a manifest as if valid
-        self.policy = load_policy()
+            enforce(identity, ready)  # an expired record is not written into a manifest as if valid
+        self.policy = ready.policy
         self.state = state_dir()
         self.hidden = node_cls.hidden
         self.identity = identity
-        self.key = provenance.signing_key(self.policy["signing"], os.path.join(self.state, "signing"))
+        self.key = ready.key
         cache = provenance.FileHashCache(os.path.join(self.state, "file_hashes.json"))
         self.generation = provenance.describe_generation(
             self.hidden.prompt, self.hidden.unique_id, resolve_model=folder_paths.get_full_path,
@@ -74,12 +78,14 @@ class Labeller:
                 "standin_provenance": {k: self.generation.get(k) for k in ("tool", "seed", "reference", "consent")}
                 | {"models": [{"name": m["name"], "sha256": m["sha256"]} for m in self.generation["models"]]}}
 
-    def sign_and_log(self, paths: list[str], visible_mark: bool) -> tuple[list[dict], list[str]]:
+    def sign_and_log(self, files: list[tuple[str, str]], visible_mark: bool) -> tuple[list[dict], list[str]]:
+        """``files``: (staged path, final path in output/) pairs. Signs each staged file (titled
+        with its final name) and appends the audit line naming the final paths; publishes nothing."""
         results, notes = [], []
         generation = dict(self.generation, visible_mark=bool(visible_mark))
-        for path in paths:
-            signed = provenance.sign_file(path, generation, self.key)
-            results.append({"path": path, "sha256": provenance.sha256_file(path),
+        for staged, final in files:
+            signed = provenance.sign_file(staged, generation, self.key, title=os.path.basename(final))
+            results.append({"path": final, "sha256": provenance.sha256_file(staged),
                             "manifest_label": signed.manifest_label, "bytes_added": signed.bytes_added})
         what = self.key.describe()
         notes.append(f"C2PA manifest signed ({what}): AI-generated (trainedAlgorithmicMedia).")
@@ -90,7 +96,7 @@ class Labeller:
             c = self.generation["consent"]
             notes.append(f"Consent: {c['subject']} for '{c['purpose']}' until {c['valid_until']}.")
         audit_cfg = self.policy["audit"]
-        if audit_cfg.get("enabled", True):
+        if audit_cfg["enabled"]:
             out_dir = folder_paths.get_output_directory()
             entry = {
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
@@ -104,10 +110,70 @@ class Labeller:
             }
             if audit_cfg.get("include_reference_image") and self.identity is not None:
                 entry["reference"] = provenance.identity_record(self.identity, include_image=True)["reference"]
-            log_dir = os.path.join(self.state, "audit")
-            audit.AuditLog(log_dir, audit_cfg.get("max_bytes", 10 * 2**20), audit_cfg.get("backups", 5)).append(entry)
-            notes.append(f"Audit line written to {os.path.join(log_dir, audit.LOG_NAME)}.")
+            log_ = preflight.audit_log(self.state, self.policy)
+            log_.append(entry)
+            notes.append(f"Audit line written to {log_.path}.")
         return results, notes
+
+
+    def publish_all(self, pub, pairs: list[tuple[str, str]], results: list[dict]) -> None:
+        """Places the signed, logged files in output/. If that fails, the audit log already names
+        them: a ``publish_failed`` event says where they went instead."""
+        try:
+            for staged, final in pairs:
+                pub.publish(staged, final)
+        except OSError as e:
+            if self.policy["audit"]["enabled"]:
+                out_dir = folder_paths.get_output_directory()
+                missing = [r for r in results if r["path"] not in pub.published]
+                try:
+                    preflight.audit_log(self.state, self.policy).append({
+                        "event": "publish_failed", "prompt_id": self.generation.get("prompt_id"),
+                        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                        "files": [{"file": os.path.relpath(r["path"], out_dir), "sha256": r["sha256"]} for r in missing],
+                        "quarantine": pub.quarantine_dir, "error": f"{type(e).__name__}: {e}"})
+                except OSError:
+                    log.exception("Stand-In: could not log the failed publication")
+            raise
+
+
+def failure_message(error: Exception, what: str) -> str:
+    """An error of the labelled save as a sentence saying what to do."""
+    if isinstance(error, OSError):
+        target = getattr(error, "filename2", None) or error.filename  # link/rename: the destination
+        path = os.path.abspath(str(target or ""))
+        places = [(os.path.join(state_dir(), "audit"), "Writing the Stand-In audit log"),
+                  (os.path.join(state_dir(), "staging"), "Writing the file in the staging folder"),
+                  (os.path.abspath(folder_paths.get_output_directory()), "Placing the file in output/")]
+        for folder, doing in places:
+            if target and (path == folder or path.startswith(folder + os.sep)):
+                what = doing
+                break
+        return preflight.describe_os_error(error, what)
+    if isinstance(error, (provenance.ProvenanceError, preflight.PreflightError, policy_schema.PolicyError,
+                          consent.ConsentError, ValueError)):
+        return str(error).rstrip(".")
+    return f"{type(error).__name__}: {error}"
+
+
+def guarded(what: str, frames, work):
+    """Runs ``work(publication)``; on any failure keeps the frames in quarantine and raises a
+    ValueError naming the fault, the fix and the quarantine folder. Nothing reaches output/ but
+    a signed, logged file."""
+    pub = publish.Publication(state_dir(), _prompt_id())
+    try:
+        return work(pub)
+    except Exception as e:
+        reason = failure_message(e, what)
+        try:
+            folder, kept = pub.quarantine(reason, frames)
+            where = (f"The {kept} generated frame(s) are kept as PNGs in {os.path.join(folder, 'frames')} "
+                     f"(nothing lost); fix the above and save them again (e.g. Load Image from there), or re-run.")
+        except OSError as q:
+            where = f"The frames could NOT be kept ({q}); fix the above and re-run."
+        raise ValueError(f"Nothing was saved to output/: {reason}. {where}") from None
+    finally:
+        pub.cleanup()
 
 
 def _mark(images: torch.Tensor) -> torch.Tensor:
@@ -152,30 +218,45 @@ class SaveLabelledVideo(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix):
+        return refuse_if_server_unready()
+
+    @classmethod
     def execute(cls, video, filename_prefix, format, codec, visible_mark=False, identity=None) -> io.NodeOutput:
-        labeller = Labeller(cls, identity)
-        if visible_mark:
-            parts = video.get_components()
-            video = InputImpl.VideoFromComponents(Types.VideoComponents(
-                images=_mark(parts.images), audio=parts.audio, frame_rate=parts.frame_rate))
-        width, height = video.get_dimensions()
-        full_output_folder, filename, counter, subfolder, filename_prefix = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), width, height)
-        metadata = labeller.plain_metadata()
-        if not args.disable_metadata:
-            if cls.hidden.extra_pnginfo is not None:
-                metadata.update(cls.hidden.extra_pnginfo)
-            if cls.hidden.prompt is not None:
-                metadata["prompt"] = cls.hidden.prompt
-        file = f"{filename}_{counter:05}_.{Types.VideoContainer.get_extension(format)}"
-        path = os.path.join(full_output_folder, file)
-        video.save_to(path, format=format, codec=codec, metadata=metadata)
-        results, notes = labeller.sign_and_log([path], visible_mark)
+        def work(pub):
+            nonlocal video
+            labeller = Labeller(cls, identity)
+            if visible_mark:
+                parts = video.get_components()
+                video = InputImpl.VideoFromComponents(Types.VideoComponents(
+                    images=_mark(parts.images), audio=parts.audio, frame_rate=parts.frame_rate))
+            width, height = video.get_dimensions()
+            full_output_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+                filename_prefix, folder_paths.get_output_directory(), width, height)
+            metadata = labeller.plain_metadata()
+            if not args.disable_metadata:
+                if cls.hidden.extra_pnginfo is not None:
+                    metadata.update(cls.hidden.extra_pnginfo)
+                if cls.hidden.prompt is not None:
+                    metadata["prompt"] = cls.hidden.prompt
+            file = f"{filename}_{counter:05}_.{Types.VideoContainer.get_extension(format)}"
+            final = os.path.join(full_output_folder, file)
+            staged = pub.stage(file)
+            video.save_to(staged, format=format, codec=codec, metadata=metadata)
+            results, notes = labeller.sign_and_log([(staged, final)], visible_mark)
+            labeller.publish_all(pub, [(staged, final)], results)
+            return file, subfolder, notes
+
+        file, subfolder, notes = guarded("Saving the labelled video", lambda: _frames_of(video), work)
         for note in notes:
             log.info("Save Labelled Video: %s", note)
         preview = ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]).as_dict()
         preview["text"] = notes
         return io.NodeOutput("\n".join(notes), ui=preview)
+
+
+def _frames_of(video):
+    return video.get_components().images.detach().cpu().float().numpy()
 
 
 class SaveLabelledImage(io.ComfyNode):
@@ -201,19 +282,38 @@ class SaveLabelledImage(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix):
+        return refuse_if_server_unready()
+
+    @classmethod
     def execute(cls, images, filename_prefix, visible_mark=False, identity=None) -> io.NodeOutput:
         import nodes as comfy_nodes  # ComfyUI's nodes.py: its SaveImage writes the PNGs
-        labeller = Labeller(cls, identity)
-        if visible_mark:
-            images = _mark(images)
-        extra = dict(cls.hidden.extra_pnginfo or {})
-        extra.update(labeller.plain_metadata())
-        saved = comfy_nodes.SaveImage().save_images(images, filename_prefix, prompt=cls.hidden.prompt,
-                                                    extra_pnginfo=extra)
-        items = saved["ui"]["images"]
-        out_dir = folder_paths.get_output_directory()
-        paths = [os.path.join(out_dir, it["subfolder"], it["filename"]) for it in items]
-        results, notes = labeller.sign_and_log(paths, visible_mark)
+
+        def work(pub):
+            labeller = Labeller(cls, identity)
+            marked = _mark(images) if visible_mark else images
+            extra = dict(cls.hidden.extra_pnginfo or {})
+            extra.update(labeller.plain_metadata())
+            out_dir = folder_paths.get_output_directory()
+            full_output_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+                filename_prefix, out_dir, images[0].shape[1], images[0].shape[0])
+            # ComfyUI's SaveImage writes into the staging folder; the files get their output/ names
+            # (the counter ComfyUI would have used there) when they are published.
+            saver = comfy_nodes.SaveImage()
+            saver.output_dir = pub.stage()
+            saved = saver.save_images(marked, os.path.basename(filename_prefix) or "labelled",
+                                      prompt=cls.hidden.prompt, extra_pnginfo=extra)
+            pairs, items = [], []
+            for i, it in enumerate(saved["ui"]["images"]):
+                name = f"{filename}_{counter + i:05}_.png"
+                pairs.append((os.path.join(saver.output_dir, it["subfolder"], it["filename"]),
+                              os.path.join(full_output_folder, name)))
+                items.append({"filename": name, "subfolder": subfolder, "type": "output"})
+            results, notes = labeller.sign_and_log(pairs, visible_mark)
+            labeller.publish_all(pub, pairs, results)
+            return items, notes
+
+        items, notes = guarded("Saving the labelled images", lambda: images.detach().cpu().float().numpy(), work)
         for note in notes:
             log.info("Save Labelled Image: %s", note)
         return io.NodeOutput("\n".join(notes), ui={"images": items, "text": notes})

@@ -82,8 +82,10 @@ def test_video_of_another_person_scores_low(fe, dlib_embedder, astronaut_video):
 
 
 def test_no_face_in_the_reference_is_an_error(fe, dlib_embedder, astronaut_video):
-    with pytest.raises(fe.NoReferenceFace, match="No face found in the reference"):
+    with pytest.raises(fe.NoReferenceFace, match="No face found in the reference") as err:
         fe.score_video(identity_media.no_face_frame(), astronaut_video[:2], dlib_embedder)
+    # Only advice the node can follow: it offers no detector 'none'.
+    assert "'none'" not in str(err.value) and "choose another detector" in str(err.value)
 
 
 def test_no_face_anywhere_is_reported_not_zero(fe, dlib_embedder):

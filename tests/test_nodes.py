@@ -128,6 +128,33 @@ def test_sample_video_refuses_sizes_wan_cannot_take(env, width, height, length, 
                                                 SEED, 1, CFG, "euler", "simple", 1.0)
 
 
+@pytest.mark.parametrize("width, height, length, wrong, tail", [
+    (250, 480, 81, ["width 250 is not a multiple of 16 (use 240 or 256)"],
+     "Change width only; height 480 and length 81 are fine."),
+    (832, 480, 18, ["length 18 is not of the form 4n+1 (use 17 or 21 frames)"],
+     "Change length only; width 832 and height 480 are fine."),
+    (250, 480, 18, ["width 250 is not a multiple of 16 (use 240 or 256)",
+                    "length 18 is not of the form 4n+1 (use 17 or 21 frames)"],
+     "Change width and length only; height 480 is fine."),
+    (250, 8, 18, ["width 250", "height 8 is outside 16..8192", "length 18"], "Change width, height and length."),
+    (250, None, 81, ["width 250"], "Change width only; length 81 is fine."),  # height linked: not known yet
+])
+def test_a_refused_size_names_only_the_inputs_to_change(env, width, height, length, wrong, tail):
+    node = env["sample_video"].SampleVideo
+    message = node.validate_inputs(width=width, height=height, length=length)
+    assert isinstance(message, str) and message.endswith(tail)
+    for part in wrong:
+        assert part in message
+    problems = env["sample_video"].video_size_problems(width, height, length)
+    named = {n for n in ("width", "height", "length") if any(p.startswith(n) for p in wrong)}
+    assert set(problems) == named
+    # Every input the refusal does not name is either fine by name or unknown (linked).
+    for name, value in (("width", width), ("height", height), ("length", length)):
+        if name not in named and value is not None:
+            assert f"{name} {value}" in tail and name not in message.split(" Change ")[0]
+    assert node.validate_inputs(width=832, height=480, length=81) is True
+
+
 def test_apply_node_defaults_strength_zero_and_window(env):
     plain = ksampler(env, env["model"])
     assert torch.equal(ksampler(env, apply(env, strength=0.0)), plain)
@@ -140,7 +167,7 @@ def test_identity_from_another_vae_is_refused(env, tmp_path):
         tiny_models.write_all(str(tmp_path))[tiny_models.TINY_TAESD]))
     with pytest.raises(ValueError, match="must be encoded with the Wan 2.1 VAE.*TAESD VAE \\(4-channel latents\\)"):
         env["encode_reference"].EncodeReferenceFace.execute(env["preview"], taesd)
-    types = env["objects"]
+    types = env["sockets"]
     wrong = types.Identity(latent=torch.zeros(1, 48, 1, 32, 32), image=env["preview"], vae_kind="wan2.2",
                            latent_channels=48)
     with pytest.raises(ValueError, match="48-channel latents.*Re-encode the reference with the Wan 2.1 VAE"):

@@ -135,8 +135,8 @@ def test_expired_consent_is_refused_at_the_record_and_before_sampling(comfy_dirs
     yesterday = (TODAY - datetime.timedelta(days=1)).isoformat()
     with pytest.raises(consent.ConsentError, match="expired on " + yesterday):
         valid_record(valid_until=yesterday)
-    message = consent_record.ConsentRecord.validate_inputs("Jane", "ad", yesterday, "C-1", "")
-    assert isinstance(message, str) and "expired" in message
+    with pytest.raises(ValueError, match="expired"):  # raised: ComfyUI reports it once, on the node
+        consent_record.ConsentRecord.validate_inputs("Jane", "ad", yesterday, "C-1", "")
     # A field wired from another node is not known at validation; execute checks it then.
     assert consent_record.ConsentRecord.validate_inputs("Jane", "ad", None, "C-1", "") is True
     with pytest.raises(ValueError, match="expired"):
@@ -168,10 +168,10 @@ def test_a_broken_policy_file_refuses_rather_than_runs_unchecked(comfy_dirs):
     os.makedirs(comfy_dirs["state"])
     with open(os.path.join(comfy_dirs["state"], "policy.json"), "w") as f:
         f.write("{require_consent: true")
-    with pytest.raises(ValueError, match="cannot be read"):
+    with pytest.raises(ValueError, match="is not valid JSON"):
         consent_record.enforce(make_identity(valid_record()))
     write_policy(comfy_dirs, require_consnet=True)
-    with pytest.raises(ValueError, match="unknown settings"):
+    with pytest.raises(ValueError, match="unknown setting require_consnet"):
         consent_record.enforce(make_identity(valid_record()))
 
 
@@ -383,7 +383,10 @@ def test_concurrent_appends_from_processes_give_whole_lines(tmp_path, max_bytes)
         assert p.exitcode == 0
     log = audit.AuditLog(str(tmp_path), backups=50)
     entries, broken = audit.read(log.files())
+    rotations = [e for e in entries if e.get("event") == "audit_rotated"]
+    entries = [e for e in entries if "event" not in e]
     assert broken == 0 and len(entries) == workers * count
+    assert len(rotations) == len(log.files()) - 1  # every rotation is recorded
     assert sorted((e["worker"], e["i"]) for e in entries) == [(w, i) for w in range(workers) for i in range(count)]
     for e in entries:
         assert e["pad"].startswith(f"{e['worker']}-{e['i']}-")
@@ -392,10 +395,141 @@ def test_concurrent_appends_from_processes_give_whole_lines(tmp_path, max_bytes)
         assert all(os.path.getsize(f) <= max_bytes for f in log.files())
 
 
-def test_rotation_keeps_the_configured_number_of_backups(tmp_path):
+def test_rotation_keeps_every_file_and_records_each_rotation(tmp_path):
     log = audit.AuditLog(str(tmp_path), max_bytes=1000, backups=2, fsync=False)
+    for i in range(30):
+        log.append({"i": i, "pad": "z" * 200})
+    files = log.files()
+    assert len(files) > 3  # backups=2 deletes nothing unless delete_old_files says so
+    entries, broken = audit.read(files)
+    assert broken == 0 and [e["i"] for e in entries if "event" not in e] == list(range(30))
+    # Each file after the oldest opens with the rotation that closed the one before it: a
+    # missing or edited file breaks the chain.
+    for older, newer in zip(files, files[1:]):
+        (first, *_), _ = audit.read(newer)
+        assert first["event"] == "audit_rotated" and first["closed_sha256"] == provenance.sha256_file(older)
+
+
+def test_deleting_old_audit_files_needs_the_setting_and_is_logged(tmp_path):
+    log = audit.AuditLog(str(tmp_path), max_bytes=1000, backups=2, fsync=False, delete_old_files=True)
     for i in range(30):
         log.append({"i": i, "pad": "z" * 200})
     assert [os.path.basename(f) for f in log.files()] == ["audit.jsonl.2", "audit.jsonl.1", "audit.jsonl"]
     entries, broken = audit.read(log.files())
-    assert broken == 0 and entries[-1]["i"] == 29 and [e["i"] for e in entries] == sorted(e["i"] for e in entries)
+    kept = [e["i"] for e in entries if "event" not in e]
+    assert broken == 0 and kept[-1] == 29 and kept == sorted(kept)
+    # The deletions still on disk are recorded with what they removed; every line not kept was in
+    # a deleted file (or in a file whose deletion record was itself deleted later).
+    deletions = [e for e in entries if e.get("event") == "audit_files_deleted"]
+    assert deletions and all(d["setting"] == "audit.delete_old_files" for d in deletions)
+    assert all(f["lines"] > 0 and len(f["sha256"]) == 64 for d in deletions for f in d["deleted"])
+
+
+# ------------------------------------------------------------------------------------------
+# Write, sign, log, then publish
+# ------------------------------------------------------------------------------------------
+
+publish = conftest.pack_module("engine.provenance.publish")
+
+
+def quarantine_of(message):
+    import re
+    return os.path.dirname(re.search(r"kept as PNGs in (\S+frames) ", message).group(1))
+
+
+def test_an_audit_append_failing_after_signing_publishes_nothing_and_keeps_everything(comfy_dirs, monkeypatch):
+    def refuse(self, entry):
+        raise PermissionError(1, "Operation not permitted", self.path)
+
+    monkeypatch.setattr(audit.AuditLog, "append", refuse)
+    with pytest.raises(ValueError) as err:
+        call_node(save_labelled.SaveLabelledVideo, video=video_of(frames()), filename_prefix="q/v", format="auto",
+                  codec="auto", identity=make_identity(valid_record()))
+    message = str(err.value)
+    assert message.startswith("Nothing was saved to output/: Writing the Stand-In audit log")
+    assert "give it write permission" in message and "chattr" in message
+    assert saved_files(comfy_dirs, ".mp4") == []
+    folder = quarantine_of(message)
+    assert len([n for n in os.listdir(os.path.join(folder, "frames")) if n.endswith(".png")]) == 9
+    # The file was signed before the append failed: it is kept beside the frames, with its manifest.
+    (kept,) = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".mp4")]
+    assert provenance.verify(kept).ok
+    assert "NOT a labelled output" in open(os.path.join(folder, "REASON.txt")).read()
+    assert not os.listdir(os.path.join(comfy_dirs["state"], "staging"))
+
+
+def test_a_manifest_over_the_limit_is_refused_with_what_to_shorten(comfy_dirs):
+    prompt = {"5": {"class_type": "SomeNode", "inputs": {"note": "n" * 400_000}},
+              "9": {"class_type": "StandIn_SaveLabelledImage", "inputs": {"images": ["5", 0]}}}
+    with pytest.raises(ValueError) as err:
+        call_node(save_labelled.SaveLabelledImage, prompt=prompt, images=frames(n=2), filename_prefix="big/p")
+    message = str(err.value)
+    assert "over the 256 KB the pack signs" in message and "shorten the long text" in message
+    assert saved_files(comfy_dirs, ".png") == []
+    assert len(os.listdir(os.path.join(quarantine_of(message), "frames"))) == 2
+
+
+def test_publishing_never_overwrites_and_works_across_file_systems(tmp_path, monkeypatch):
+    src, dst = tmp_path / "staged.mp4", tmp_path / "out" / "final.mp4"
+    src.write_bytes(b"signed")
+    publish.place(str(src), str(dst))
+    assert dst.read_bytes() == b"signed" and not src.exists()
+    src.write_bytes(b"second")
+    with pytest.raises(FileExistsError):
+        publish.place(str(src), str(dst))
+    assert dst.read_bytes() == b"signed" and src.exists()
+    import errno
+    real_link = os.link
+
+    def no_cross_device_link(a, b, **kw):
+        if os.path.basename(str(a)) == "staged.mp4":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_link(a, b, **kw)
+
+    monkeypatch.setattr(os, "link", no_cross_device_link)
+    other = tmp_path / "out" / "other.mp4"
+    publish.place(str(src), str(other))
+    assert other.read_bytes() == b"second" and not src.exists()
+    assert sorted(os.listdir(tmp_path / "out")) == ["final.mp4", "other.mp4"]  # no hidden copy left
+
+
+def test_an_unreadable_policy_file_refuses_naming_the_fix(comfy_dirs, monkeypatch):
+    """Permission denied (the tests run as root, who reads any file, so the refusal is simulated)."""
+    policy_mod = conftest.pack_module("engine.provenance.policy")
+    write_policy(comfy_dirs, require_consent=False)
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(policy_mod, "open", denied, raising=False)
+    with pytest.raises(ValueError) as err:
+        consent_record.enforce(make_identity(valid_record()))
+    message = str(err.value)
+    assert "policy.json cannot be read (Permission denied)" in message and "chmod 644" in message
+    assert "refused until then" in message
+
+
+def test_a_name_taken_at_publication_keeps_the_file_and_logs_where_it_went(comfy_dirs, monkeypatch):
+    real_place = publish.place
+
+    def taken(src, dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        open(dst, "wb").close()  # another process saved under the same name meanwhile
+        return real_place(src, dst)
+
+    monkeypatch.setattr(publish, "place", taken)
+    with pytest.raises(ValueError) as err:
+        call_node(save_labelled.SaveLabelledVideo, video=video_of(frames()), filename_prefix="race/v", format="auto",
+                  codec="auto", identity=make_identity(valid_record()))
+    message = str(err.value)
+    assert "Placing the file in output/" in message and "run the save again" in message
+    folder = quarantine_of(message)
+    (kept,) = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".mp4")]
+    assert provenance.verify(kept).ok
+    entries, _ = audit_entries(comfy_dirs)
+    line, event = entries[-2:]
+    assert event["event"] == "publish_failed" and event["quarantine"] == folder
+    assert event["files"][0]["sha256"] == line["outputs"][0]["sha256"] == provenance.sha256_file(kept)
+    # The only file in output/ is the other process's, untouched.
+    (other,) = saved_files(comfy_dirs, ".mp4")
+    assert os.path.getsize(other) == 0

@@ -56,6 +56,22 @@ def test_bad_video_size_is_refused_at_queue_time_with_the_sizes_to_use(server):
     assert "height 8 is outside 16..8192" in details(refused(server, prompt), "13")
 
 
+def test_a_bad_width_is_the_only_input_the_refusal_names(server):
+    """ComfyUI files a validate_inputs refusal under every input the check reads (width, height
+    and length, each marked on the canvas); every one of those entries must say that only the
+    width is to change and that the height and length typed in are fine."""
+    prompt = tiny("standin_wan21_t2v_sample_video")
+    inputs = prompt["13"]["inputs"]
+    inputs["width"] = 250
+    errors = refused(server, prompt)["13"]["errors"]
+    assert errors
+    fine = f"Change width only; height {inputs['height']} and length {inputs['length']} are fine."
+    for error in errors:
+        assert "width 250 is not a multiple of 16 (use 240 or 256)" in error["details"]
+        assert error["details"].endswith(fine), error
+        assert "height" not in error["details"].split(" - ", 1)[1].split(". Change")[0]
+
+
 def test_linked_video_size_fails_before_sampling(server):
     """A size wired from another node is only known at run time: Sample Video fails when it
     starts, before any sampling step."""

@@ -80,8 +80,14 @@ class PreparedReference:
 
 
 def detector_choices() -> list[str]:
-    """The values ``prepare_reference(detector=...)`` accepts, for the node's dropdown."""
-    return list(DETECTORS)
+    """The detectors that can run here, for the node's dropdown. OpenCV 5 removed the Haar
+    cascades, so 'haar' is offered only with OpenCV 4; a saved workflow that names it elsewhere is
+    mapped to 'auto' when queued (nodes/queue_check.py, REMOVED_VALUES)."""
+    return [d for d in DETECTORS if d != "haar" or haar_available()]
+
+
+def haar_available() -> bool:
+    return hasattr(cv2, "CascadeClassifier")
 
 
 def yunet_manifest_entry() -> dict:

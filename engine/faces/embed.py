@@ -417,7 +417,8 @@ def score_video(reference, frames, embedder="auto", detector="auto", model_dirs=
     if ref is None:
         raise NoReferenceFace(
             f"No face found in the reference by the {det_name} detector: connect a photo where the face is "
-            "clearly visible, or a reference already cropped to the face with detector 'none'.")
+            "clearly visible, frontal and at least about 40 pixels wide, or choose another detector (yunet, "
+            "with its file in models/standin, finds smaller and turned faces).")
     if ref.faces > 1:
         warnings.append(f"The reference shows {ref.faces} faces; the largest is the identity.")
     thr = THRESHOLDS.get(emb.kind, 0.5) if threshold is None else float(threshold)

@@ -153,6 +153,7 @@ class SigningKey:
     timestamp_url: str | None = None
     self_signed: bool = True
     source: str = ""
+    key_source: str = ""
 
     def describe(self) -> str:
         return ("self-signed installation key" if self.self_signed else "configured certificate") + (
@@ -250,15 +251,160 @@ def signing_key(policy_signing: dict, key_dir: str) -> SigningKey:
     if not cert_path or not key_path:
         raise ProvenanceError("The Stand-In policy names only one of signing.certificate and "
                               "signing.private_key; give both (PEM files) or neither.")
-    try:
-        with open(os.path.expanduser(cert_path), "rb") as f:
-            chain = f.read()
-        with open(os.path.expanduser(key_path), "rb") as f:
-            key = f.read()
-    except OSError as e:
-        raise ProvenanceError(f"Cannot read the signing certificate or key named in the Stand-In policy: {e}") from None
+    files = {}
+    for what, path in (("certificate", cert_path), ("private_key", key_path)):
+        path = os.path.expanduser(path)
+        try:
+            with open(path, "rb") as f:
+                files[what] = f.read(2**20)
+        except OSError as e:
+            raise ProvenanceError(f"The signing {what.replace('_', ' ')} {path} (signing.{what} in "
+                                  f"user/__standin/policy.json) cannot be read ({e.strerror}): give the path of a PEM file that the "
+                                  f"user running ComfyUI can read.") from None
+    chain, key = files["certificate"], files["private_key"]
     return SigningKey(chain, key, str(policy_signing.get("algorithm") or "es256").lower(),
-                      policy_signing.get("timestamp_url") or None, False, os.path.expanduser(cert_path))
+                      policy_signing.get("timestamp_url") or None, False, os.path.expanduser(cert_path),
+                      os.path.expanduser(key_path))
+
+
+# c2pa-python 0.x refused a manifest of about 2 MB of JSON (StringTooLong: manifest_json) and took
+# 1 MB; the pack stays well below.
+MAX_MANIFEST_JSON = 256 * 1024
+_PROBE_PNG = None
+
+
+def _probe_png() -> bytes:
+    global _PROBE_PNG
+    if _PROBE_PNG is None:
+        from PIL import Image
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (128, 128, 128)).save(buf, format="PNG")
+        _PROBE_PNG = buf.getvalue()
+    return _PROBE_PNG
+
+
+KEY_TYPES = {"es256": ("EC", "secp256r1"), "es384": ("EC", "secp384r1"), "es512": ("EC", "secp521r1"),
+             "ps256": ("RSA", None), "ps384": ("RSA", None), "ps512": ("RSA", None), "ed25519": ("Ed25519", None)}
+
+
+def check_signing_key(key: SigningKey, min_valid_hours: int = 24, now: datetime.datetime | None = None,
+                      connect_timeout: float = 5.0) -> None:
+    """Before sampling: the certificate chain and key parse, belong together, suit the algorithm,
+    are valid now and for ``min_valid_hours`` more, the time-stamp service answers, and c2pa signs
+    a small image with them. ProvenanceError saying what to fix otherwise."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    where = key.source or "the signing files"
+    fix_cert = ("fix signing.certificate / signing.private_key in user/__standin/policy.json, or remove both "
+                "to sign with the installation's self-signed key")
+    if key.self_signed:
+        fix_cert = f"delete {where} and a new installation key is made at the next generation"
+    try:
+        chain = x509.load_pem_x509_certificates(key.certificate_chain)
+    except ValueError:
+        raise ProvenanceError(f"The signing certificate {where} is not a PEM certificate chain (-----BEGIN "
+                              f"CERTIFICATE-----, signer first): {fix_cert}.") from None
+    try:
+        private = serialization.load_pem_private_key(key.private_key, password=None)
+    except (ValueError, TypeError) as e:
+        what = "is protected by a password (the pack needs an unencrypted key file, readable only by " \
+               "ComfyUI's user)" if isinstance(e, TypeError) or b"ENCRYPTED" in key.private_key else \
+               "is damaged or not a PEM private key"
+        raise ProvenanceError(f"The signing private key {key.key_source or 'for ' + where} {what}: {fix_cert}.") from None
+    signer = chain[0]
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if (signer.public_key().public_bytes(serialization.Encoding.DER, spki)
+            != private.public_key().public_bytes(serialization.Encoding.DER, spki)):
+        raise ProvenanceError(f"The signing private key does not belong to the certificate {where} (another "
+                              f"key pair): give the key the certificate was issued for; {fix_cert}.")
+    family, curve = KEY_TYPES.get(key.algorithm, (None, None))
+    actual = ("EC", private.curve.name) if isinstance(private, ec.EllipticCurvePrivateKey) else \
+        ("RSA", None) if isinstance(private, rsa.RSAPrivateKey) else \
+        ("Ed25519", None) if isinstance(private, ed25519.Ed25519PrivateKey) else (type(private).__name__, None)
+    if family is not None and (actual[0] != family or (curve and actual[1] != curve)):
+        suits = [a for a, (f, c) in KEY_TYPES.items() if f == actual[0] and (c is None or c == actual[1])]
+        raise ProvenanceError(f"signing.algorithm is {key.algorithm} but the key is {' '.join(filter(None, actual))}: "
+                              f"set signing.algorithm to {' or '.join(suits) or 'one that suits the key'} in "
+                              f"user/__standin/policy.json.")
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    until = now + datetime.timedelta(hours=min_valid_hours)
+    for i, cert in enumerate(chain):
+        name = "The signing certificate" if i == 0 else f"Certificate {i + 1} of the chain"
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        if start > now:
+            raise ProvenanceError(f"{name} ({where}) is not valid before {start:%Y-%m-%d %H:%M} UTC: check the "
+                                  f"computer's clock, or {fix_cert}.")
+        if end < now:
+            raise ProvenanceError(f"{name} ({where}) expired on {end:%Y-%m-%d %H:%M} UTC: renew it, or {fix_cert}.")
+        if end < until:
+            raise ProvenanceError(f"{name} ({where}) expires on {end:%Y-%m-%d %H:%M} UTC, within the "
+                                  f"{min_valid_hours} hours a generation may take (signing.min_valid_hours): "
+                                  f"renew it now, or {fix_cert}.")
+    if key.timestamp_url:
+        _check_reachable(key.timestamp_url, connect_timeout)
+    try:
+        _sign_stream(key, build_manifest("preflight.png", {"preflight": True}, key), "image/png",
+                     io.BytesIO(_probe_png()), io.BytesIO())
+    except ProvenanceError as e:
+        raise ProvenanceError(f"A test signature with {key.describe()} failed ({e}): {fix_cert}.") from None
+
+
+def _check_reachable(url: str, timeout: float) -> None:
+    import socket
+    import urllib.parse
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ProvenanceError(f"The time-stamp service {url} (signing.timestamp_url in user/__standin/policy.json) "
+                              f"cannot be reached "
+                              f"({getattr(e, 'strerror', None) or e}): check the address and the network, or "
+                              f"set timestamp_url to null to sign without a time-stamp.") from None
+
+
+def translate_c2pa_error(error: Exception) -> str:
+    """A c2pa error as what to do about it."""
+    text = str(error)
+    low = text.lower()
+    if "stringtoolong" in low or "toolong" in low:
+        return (f"the manifest is too large for C2PA ({text}): shorten the long text (consent fields, "
+                f"node settings) that goes into it")
+    if "timestamp" in low or "tsa" in low or "time stamp" in low:
+        return f"the time-stamp service failed ({text}): check signing.timestamp_url or set it to null"
+    if "asn" in low or "pkcs" in low or "key" in low and "invalid" in low:
+        return f"the private key could not be used ({text}): give a valid PEM key for the certificate"
+    if "cert" in low or "chain" in low or "signature" in low:
+        return f"the certificate chain was refused ({text}): give a PEM chain, signer first, issued for signing"
+    return text
+
+
+def _sign_stream(key: SigningKey, manifest: dict, mime: str, src, dst) -> None:
+    c2pa = _c2pa()
+    try:
+        text = json.dumps(manifest, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProvenanceError("the manifest holds an invalid character (a lone UTF-16 surrogate) in a node "
+                              "setting or consent field: retype that text") from None
+    if len(text.encode("utf-8")) > MAX_MANIFEST_JSON:
+        raise ProvenanceError(f"the manifest would be {len(text.encode('utf-8')) // 1024} KB, over the "
+                              f"{MAX_MANIFEST_JSON // 1024} KB the pack signs: shorten the long text (consent "
+                              f"fields, node settings) that goes into it")
+    try:
+        signer = _signer(key)
+    except c2pa.C2paError as e:
+        raise ProvenanceError(translate_c2pa_error(e)) from None
+    try:
+        with c2pa.Builder(manifest) as builder:
+            builder.sign(signer, mime, src, dst)
+    except c2pa.C2paError as e:
+        raise ProvenanceError(translate_c2pa_error(e)) from None
+    finally:
+        signer.close()
 
 
 def _signer(key: SigningKey):
@@ -308,7 +454,6 @@ def sign_file(path: str, generation: dict, key: SigningKey, title: str | None = 
     """Embed a signed manifest into the file at ``path`` in place (written beside it, then
     renamed over it: a reader never sees half a file)."""
     import time
-    c2pa = _c2pa()
     mime = mime_of(path)
     start = time.perf_counter()
     size = os.path.getsize(path)
@@ -317,14 +462,10 @@ def sign_file(path: str, generation: dict, key: SigningKey, title: str | None = 
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".signing-", suffix=os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, "w+b") as dst, open(path, "rb") as src:
-            signer = _signer(key)
             try:
-                with c2pa.Builder(manifest) as builder:
-                    builder.sign(signer, mime, src, dst)
-            except c2pa.C2paError as e:
+                _sign_stream(key, manifest, mime, src, dst)
+            except ProvenanceError as e:
                 raise ProvenanceError(f"C2PA signing of {os.path.basename(path)} failed: {e}") from None
-            finally:
-                signer.close()
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:

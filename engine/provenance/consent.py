@@ -11,44 +11,31 @@ required: artists are not blocked.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import json
-import os
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 
-POLICY_FILE = "policy.json"
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+from . import policy as policy_schema
 
-DEFAULT_POLICY = {
-    # Refuse identity generations whose identity carries no valid, unexpired consent record.
-    "require_consent": False,
-    "audit": {
-        "enabled": True,
-        # Text prompts are stored as their sha256 unless this is on.
-        "include_prompts": False,
-        # The 512x512 reference the model saw, as a PNG in base64; off: only its sha256.
-        "include_reference_image": False,
-        "max_bytes": 10 * 2**20,
-        "backups": 5,
-    },
-    "signing": {
-        # PEM certificate chain (signer first) and its private key; unset: a key generated once
-        # for this installation, marked self-signed.
-        "certificate": None,
-        "private_key": None,
-        "algorithm": "es256",
-        "timestamp_url": None,
-    },
-}
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# A consent record goes into every manifest and audit line: short, plain text. c2pa refuses a
+# manifest whose JSON is too long (StringTooLong), so the fields are bounded well below it.
+FIELD_LIMITS = {"subject": 256, "purpose": 2000, "document_id": 256, "document_sha256": 64,
+                "recorded_by": 256, "valid_until": 32, "granted_on": 32}
+# Embeddings, overrides and isolates: they make text display in another order than it is
+# stored ("Trojan Source"), so a name could read differently in a viewer than in the log.
+BIDI_CONTROLS = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+MULTILINE_FIELDS = ("purpose",)
+
+DEFAULT_POLICY = policy_schema.DEFAULT_POLICY
+PolicyError = policy_schema.PolicyError
+POLICY_FILE = policy_schema.POLICY_FILE
 
 
 class ConsentError(ValueError):
     """A consent record is malformed, expired, or missing where the policy requires one."""
-
-
-class PolicyError(ValueError):
-    """The policy file cannot be read; generation is refused rather than run unchecked."""
 
 
 def parse_date(text: str, what: str) -> datetime.date:
@@ -79,11 +66,51 @@ class ConsentRecord:
         return parse_date(self.valid_until, "valid_until") < today
 
 
+def text_problems(fields: dict) -> list[str]:
+    """What is wrong with the text of consent fields ({name: text}): too long, not valid Unicode
+    (a lone surrogate from JSON's \\ud800), control or bidirectional-override characters. The
+    text itself is never repeated in a message: it may be what is wrong."""
+    problems = []
+    for name, text in fields.items():
+        if text is None or text == "":
+            continue
+        if not isinstance(text, str):
+            problems.append(f"{name} must be text, not {type(text).__name__}")
+            continue
+        limit = FIELD_LIMITS.get(name, 256)
+        if len(text) > limit:
+            problems.append(f"{name} is {len(text)} characters long; keep it to {limit} characters or fewer "
+                            f"(the record names the document, it does not hold it)")
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            problems.append(f"{name} holds an invalid character (a lone UTF-16 surrogate at position {e.start + 1}); "
+                            f"retype it")
+            continue
+        for i, ch in enumerate(text):
+            code = ord(ch)
+            if code in BIDI_CONTROLS:
+                problems.append(f"{name} holds a bidirectional control character (U+{code:04X} "
+                                f"{unicodedata.name(ch, '')}) at position {i + 1}, which makes text display in "
+                                f"another order than it is stored; retype it without it")
+                break
+            if unicodedata.category(ch) == "Cc" and not (name in MULTILINE_FIELDS and ch in "\n\t"):
+                problems.append(f"{name} holds a control character (U+{code:04X}) at position {i + 1}; "
+                                f"remove it")
+                break
+    return problems
+
+
 def make_record(subject: str, purpose: str, valid_until: str, document_id: str = "",
                 document_sha256: str = "", granted_on: str = "", recorded_by: str = "",
                 today: datetime.date | None = None) -> ConsentRecord:
     """A validated record; raises ConsentError naming every problem at once."""
-    problems = []
+    raw = {"subject": subject, "purpose": purpose, "valid_until": valid_until, "document_id": document_id,
+           "document_sha256": document_sha256, "granted_on": granted_on, "recorded_by": recorded_by}
+    problems = text_problems(raw)
+    if problems:
+        raise ConsentError(_joined(problems))
     subject, purpose = (subject or "").strip(), (purpose or "").strip()
     document_id, document_sha256 = (document_id or "").strip(), (document_sha256 or "").strip().lower()
     if not subject:
@@ -108,12 +135,25 @@ def make_record(subject: str, purpose: str, valid_until: str, document_id: str =
         except ConsentError as e:
             problems.append(str(e))
     if problems:
-        raise ConsentError("Consent record: " + "; ".join(problems) + ".")
+        raise ConsentError(_joined(problems))
     record = ConsentRecord(subject=subject, purpose=purpose, valid_until=until.isoformat(),
                            document_id=document_id, document_sha256=document_sha256,
                            granted_on=granted_on.strip() if granted_on else "", recorded_by=(recorded_by or "").strip())
     check_not_expired(record, today)
     return record
+
+
+def _joined(problems: list[str]) -> str:
+    return "Consent record: " + "; ".join(p.rstrip(". ") for p in problems) + "."
+
+
+def check_record(record: ConsentRecord, today: datetime.date | None = None) -> None:
+    """One identity's consent, as Apply and the labelled save see it: the same limits as the
+    Consent Record node (a record may come from elsewhere than that node), and not expired."""
+    problems = text_problems({k: v for k, v in dataclasses.asdict(record).items() if k != "notes"})
+    if problems:
+        raise ConsentError(_joined(problems))
+    check_not_expired(record, today)
 
 
 def check_not_expired(record: ConsentRecord, today: datetime.date | None = None) -> None:
@@ -128,41 +168,15 @@ def check_not_expired(record: ConsentRecord, today: datetime.date | None = None)
 # Policy
 # ------------------------------------------------------------------------------------------
 
-def _merge(default: dict, given: dict) -> dict:
-    out = dict(default)
-    for key, value in given.items():
-        if isinstance(default.get(key), dict) and isinstance(value, dict):
-            out[key] = _merge(default[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_policy(policy_dir: str) -> dict:
-    """The policy in ``policy_dir/policy.json`` over the defaults; read at every use, so an
-    edit takes effect without restarting ComfyUI."""
-    path = os.path.join(policy_dir, POLICY_FILE)
-    if not os.path.isfile(path):
-        return _merge(DEFAULT_POLICY, {})
-    try:
-        with open(path, encoding="utf-8") as f:
-            given = json.load(f)
-    except (OSError, ValueError) as e:
-        raise PolicyError(f"The Stand-In policy file {path} cannot be read ({e}); fix or remove it. "
-                          f"Identity generations are refused until then.") from None
-    if not isinstance(given, dict):
-        raise PolicyError(f"The Stand-In policy file {path} must hold a JSON object.")
-    unknown = set(given) - set(DEFAULT_POLICY)
-    if unknown:
-        raise PolicyError(f"The Stand-In policy file {path} has unknown settings {sorted(unknown)}; "
-                          f"known: {sorted(DEFAULT_POLICY)}.")
-    return _merge(DEFAULT_POLICY, given)
+    """The checked policy (engine/provenance/policy.py); PolicyError when it cannot be used."""
+    return policy_schema.load(policy_dir)
 
 
 def check_generation(consent: ConsentRecord | None, policy: dict, today: datetime.date | None = None) -> None:
     """Before sampling: an attached record must be unexpired; with require_consent, one must exist."""
     if consent is not None:
-        check_not_expired(consent, today)
+        check_record(consent, today)
         return
     if policy.get("require_consent"):
         raise ConsentError(

@@ -96,3 +96,78 @@ class PackStats:
 
 NODE_CLASS_MAPPINGS["StandInTest_PackStats"] = PackStats
 NODE_DISPLAY_NAME_MAPPINGS["StandInTest_PackStats"] = "Pack Stats (Stand-In tests)"
+
+
+class FaultAfterSampling:
+    """Passes images through after doing one file-system action: a fault that appears while a
+    generation runs (a certificate replaced, the audit log made a folder), so the tests can show
+    what the labelled save does with a fault found only after sampling."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",),
+                             "action": (["none", "mkdir", "copy", "write", "remove"],),
+                             "path": ("STRING", {"default": ""}),
+                             "source_or_text": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = "Stand-In/testing"
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def run(self, images, action, path, source_or_text):
+        import os
+        import shutil
+        if action == "mkdir":
+            if os.path.isfile(path):
+                os.remove(path)
+            os.makedirs(path, exist_ok=True)
+        elif action == "copy":
+            shutil.copyfile(source_or_text, path)
+        elif action == "write":
+            with open(path, "w") as f:
+                f.write(source_or_text)
+        elif action == "remove":
+            os.remove(path)
+        return (images,)
+
+
+NODE_CLASS_MAPPINGS["StandInTest_FaultAfterSampling"] = FaultAfterSampling
+NODE_DISPLAY_NAME_MAPPINGS["StandInTest_FaultAfterSampling"] = "Fault After Sampling (Stand-In tests)"
+
+
+_LEAKED = []
+
+
+class Leak:
+    """Keeps ``mb`` MiB alive for the life of the server at every call: an injected leak, so the
+    soak's criterion can be shown to catch one (tests/soak.py --inject-leak-mb)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mb": ("INT", {"default": 8, "min": 0, "max": 4096})},
+                "optional": {"after": ("*", {"tooltip": "Anything: the leak happens once it is computed."})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "leak"
+    OUTPUT_NODE = True
+    CATEGORY = "Stand-In/testing"
+
+    @classmethod
+    def IS_CHANGED(cls, mb, after=None):
+        return float("nan")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_types=None, **kwargs):
+        return True
+
+    def leak(self, mb, after=None):
+        _LEAKED.append(b"\x01" * (mb * 2**20))  # written, so resident
+        return {}
+
+
+NODE_CLASS_MAPPINGS["StandInTest_Leak"] = Leak
+NODE_DISPLAY_NAME_MAPPINGS["StandInTest_Leak"] = "Leak (Stand-In tests)"
