@@ -3,6 +3,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .apply_identity import ApplyRSACPM
+from .apply_identity_raylight import ApplyIdentityRaylight
 from .consent_record import ConsentRecord
 from .encode_reference import EncodeReferenceFace
 from .identity_similarity import IdentitySimilarity
@@ -18,6 +19,9 @@ NODES = [LoadIdentityAdapter, EncodeReferenceFace, ApplyRSACPM, SampleVideo]
 NODES += [PrepareFaceSwapVideo, FaceSwapLatentMask, RestoreBackground]
 NODES.append(IdentitySimilarity)
 NODES += [ConsentRecord, SaveLabelledVideo, SaveLabelledImage]  # consent, labelled output, audit
+# Registered whether or not Raylight is installed: ComfyUI loads Raylight's folder after this one,
+# so it cannot be looked for here; the node explains on use when it is missing.
+NODES.append(ApplyIdentityRaylight)
 
 
 class StandInExtension(ComfyExtension):
