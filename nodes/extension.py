@@ -2,6 +2,7 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .add_identity import AddIdentity
 from .apply_identity import ApplyRSACPM
 from .consent_record import ConsentRecord
 from .encode_reference import EncodeReferenceFace
@@ -18,6 +19,7 @@ NODES = [LoadIdentityAdapter, EncodeReferenceFace, ApplyRSACPM, SampleVideo]
 NODES += [PrepareFaceSwapVideo, FaceSwapLatentMask, RestoreBackground]
 NODES.append(IdentitySimilarity)
 NODES += [ConsentRecord, SaveLabelledVideo, SaveLabelledImage]  # consent, labelled output, audit
+NODES.append(AddIdentity)  # several people in one video
 
 
 class StandInExtension(ComfyExtension):
