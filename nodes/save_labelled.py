@@ -16,7 +16,7 @@ from comfy_api.latest import InputImpl, Types, io, ui
 
 from ..engine.provenance import audit, c2pa_label as provenance
 from .consent_record import enforce, load_policy, state_dir
-from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
+from .sockets import CATEGORY, NODE_PREFIX, Identities, IdentitySocket
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,11 @@ class Labeller:
     """What both save nodes do around ComfyUI's own saving."""
 
     def __init__(self, node_cls, identity):
-        if identity is not None:
+        people = identity.people if isinstance(identity, Identities) else ()
+        if people:
+            for person in people:
+                enforce(person.identity)
+        elif identity is not None:
             enforce(identity)  # an expired record is not written into a manifest as if valid
         self.policy = load_policy()
         self.state = state_dir()
@@ -59,8 +63,14 @@ class Labeller:
             self.hidden.prompt, self.hidden.unique_id, resolve_model=folder_paths.get_full_path,
             resolve_input=_resolve_input, hash_file=cache.sha256,
             include_prompts=bool(self.policy["audit"]["include_prompts"]))
-        ident = provenance.identity_record(identity)
-        self.generation.update(ident)
+        if people:
+            # Several people: every reference's sha256 and consent, in order.
+            self.generation.update(reference=None, consent=None, identities=[
+                provenance.identity_record(p.identity) | {"strength": p.strength,
+                                                          "region": p.region.describe() if p.region else "whole frame"}
+                for p in people])
+        else:
+            self.generation.update(provenance.identity_record(identity))
         self.generation["tool"] = {"name": provenance.TOOL_NAME, "version": provenance.TOOL_VERSION}
         self.generation["prompt_id"] = _prompt_id()
         if identity is None:
@@ -72,6 +82,7 @@ class Labeller:
         """For players without C2PA: a readable label and the generation record."""
         return {"comment": PLAIN_LABEL, "ai_generated": "trainedAlgorithmicMedia",
                 "standin_provenance": {k: self.generation.get(k) for k in ("tool", "seed", "reference", "consent")}
+                | {k: self.generation[k] for k in ("identities",) if k in self.generation}
                 | {"models": [{"name": m["name"], "sha256": m["sha256"]} for m in self.generation["models"]]}}
 
     def sign_and_log(self, paths: list[str], visible_mark: bool) -> tuple[list[dict], list[str]]:
@@ -86,9 +97,9 @@ class Labeller:
         if self.key.self_signed:
             notes.append("SELF-SIGNED: readers report the signer as untrusted; configure your own certificate "
                          "in user/__standin/policy.json (signing.certificate / signing.private_key).")
-        if self.generation.get("consent"):
-            c = self.generation["consent"]
-            notes.append(f"Consent: {c['subject']} for '{c['purpose']}' until {c['valid_until']}.")
+        for c in [self.generation.get("consent")] + [i["consent"] for i in self.generation.get("identities", [])]:
+            if c:
+                notes.append(f"Consent: {c['subject']} for '{c['purpose']}' until {c['valid_until']}.")
         audit_cfg = self.policy["audit"]
         if audit_cfg.get("enabled", True):
             out_dir = folder_paths.get_output_directory()
@@ -102,8 +113,14 @@ class Labeller:
                 **{k: self.generation.get(k) for k in ("reference", "consent", "models", "input_files",
                                                       "seeds", "seed", "settings", "tool")},
             }
+            if "identities" in self.generation:
+                entry["identities"] = self.generation["identities"]
             if audit_cfg.get("include_reference_image") and self.identity is not None:
-                entry["reference"] = provenance.identity_record(self.identity, include_image=True)["reference"]
+                if isinstance(self.identity, Identities):
+                    entry["identities"] = [dict(i, reference=provenance.identity_record(p.identity, include_image=True)["reference"])
+                                           for i, p in zip(self.generation["identities"], self.identity.people)]
+                else:
+                    entry["reference"] = provenance.identity_record(self.identity, include_image=True)["reference"]
             log_dir = os.path.join(self.state, "audit")
             audit.AuditLog(log_dir, audit_cfg.get("max_bytes", 10 * 2**20), audit_cfg.get("backups", 5)).append(entry)
             notes.append(f"Audit line written to {os.path.join(log_dir, audit.LOG_NAME)}.")
@@ -115,9 +132,9 @@ def _mark(images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(marked).to(images.dtype)
 
 
-IDENTITY_TOOLTIP = ("The identity you applied (from Encode Reference Face or Consent Record): its reference "
-                    "sha256 and consent record go into the manifest. Optional, but without it the manifest "
-                    "cannot name them.")
+IDENTITY_TOOLTIP = ("The identity you applied (from Encode Reference Face or Consent Record, or Add Identity "
+                    "for several people): every reference's sha256 and consent record go into the manifest. "
+                    "Optional, but without it the manifest cannot name them.")
 MARK_TOOLTIP = "Also draw a visible 'AI-generated' label in the lower right corner of every frame."
 
 
