@@ -117,7 +117,8 @@ class _CDP:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if await self.evaluate(f"Boolean({condition})"):
+                # Boolean(promise) is always true: an async condition must be awaited first.
+                if await self.evaluate(f"Promise.resolve({condition}).then(Boolean)"):
                     return
             except RuntimeError:
                 pass
