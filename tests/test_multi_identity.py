@@ -318,3 +318,38 @@ def test_region_and_identity_errors_are_clear(multi, standin, regions):
         standin.apply_standin(multi["model"], multi["adapter"], people(standin, [a, b], strengths=[-1.0, 1.0]))
     with pytest.raises(standin.StandInError, match="at least one"):
         standin.apply_standin(multi["model"], multi["adapter"], [])
+
+
+def test_add_identity_nodes_chain_people_into_apply(multi, standin):
+    """Two Add Identity nodes chained into Apply give what the engine gives for the same people;
+    wrong wires and empty masks are refused with a reason."""
+    sockets = conftest.pack_module("nodes.sockets")
+    add = conftest.pack_module("nodes.add_identity").AddIdentity
+    apply_node = conftest.pack_module("nodes.apply_identity").ApplyRSACPM
+    latent_in = multi["model"].model.process_latent_in
+    a, b = multi["refs"]
+
+    def person(latent):  # the raw VAE latent that process_latent_in turns into the fixture's
+        raw = multi["model"].model.process_latent_out(latent)
+        return sockets.Identity(latent=raw, image=torch.zeros(1, 8, 8, 3), vae_kind="test", latent_channels=16)
+
+    first = add.execute(person(a), "left half", 1.0).args[0]
+    both = add.execute(person(b), "right half", 0.5, identities=first).args[0]
+    assert [p.region.layout for p in both.people] == ["left half", "right half"]
+    assert [p.strength for p in both.people] == [1.0, 0.5]
+    adapter = sockets.IdentityAdapter("fixture", multi["adapter"], None)
+    by_node = apply_node.execute(multi["model"], adapter, both).args[0]
+    regions = conftest.pack_module("engine.identity.regions")
+    specs = [standin.IdentitySpec(latent_in(p.identity.latent), p.strength, p.region) for p in both.people]
+    by_engine = standin.apply_standin(multi["model"], multi["adapter"], specs)
+    assert torch.equal(sample(by_node, multi), sample(by_engine, multi))
+    assert isinstance(both.people[0].region, regions.Region)
+
+    with pytest.raises(ValueError, match="'identities' input"):
+        add.execute(both, "whole frame", 1.0)
+    with pytest.raises(ValueError, match="another Add Identity"):
+        add.execute(person(a), "whole frame", 1.0, identities=person(b))
+    with pytest.raises(ValueError, match="empty"):
+        add.execute(person(a), "left half", 1.0, region_mask=torch.zeros(5, 16, 16))
+    whole = add.execute(person(a), "whole frame", 1.0).args[0]
+    assert whole.people[0].region is None
