@@ -266,6 +266,37 @@ def wan21_face_swap():
     return p
 
 
+# In the style of the official infer_multi.py ("a man and a woman stand facing the camera, taking
+# a graduation photo; autumn leaves slowly fall in the background").
+TWO_PEOPLE_POSITIVE = ("A man and a woman stand side by side facing the camera, posing for their graduation "
+                       "photo, both smiling; autumn leaves drift slowly down in the background, realistic, "
+                       "detailed, natural light.")
+REFERENCE_IMAGE_2 = "reference_face_2.png"
+
+
+def wan21_two_people():
+    """Two people in one video (the official dev/multi zero-shot baseline), each kept to their
+    half of the frame: person 1's photo on the left, person 2's on the right."""
+    p = {}
+    text_and_loaders(p)
+    p["3"]["inputs"]["text"] = TWO_PEOPLE_POSITIVE
+    p.update({
+        "60": {"class_type": "LoadImage", "inputs": {"image": REFERENCE_IMAGE_2}},
+        "61": {"class_type": "StandIn_EncodeReferenceFace", "inputs": {
+            "image": link(60), "vae": link(5), "detector": "auto", "white_background": True}},
+        "62": {"class_type": "PreviewImage", "inputs": {"images": link(61, 1)}},
+        "63": {"class_type": "StandIn_AddIdentity", "inputs": {
+            "identity": link(8), "layout": "left half", "strength": 1.0}},
+        "64": {"class_type": "StandIn_AddIdentity", "inputs": {
+            "identity": link(61), "layout": "right half", "strength": 1.0, "identities": link(63)}},
+    })
+    model = identity_model(p, 1, WAN21_T2V, WAN21_ADAPTER)
+    p["11"]["inputs"]["identity"] = link(64)
+    t2v_with_ksampler(p, model, "standin/wan21_two_people")
+    p["21"]["inputs"]["identity"] = link(64)  # the manifest names both references and consents
+    return p
+
+
 # name: (graph, title, one-line description)
 WORKFLOWS = {
     "standin_wan21_t2v_ksampler": (
@@ -295,6 +326,9 @@ WORKFLOWS = {
     "standin_wan21_face_swap": (
         wan21_face_swap, "Stand-In face swap, Wan 2.1 T2V 14B: source video, pasted reference, masked re-noising at denoise 0.85",
         "Swap the face in your video for the person in your photo: masked re-noising at denoise 0.85, background kept."),
+    "standin_wan21_two_people": (
+        wan21_two_people, "Stand-In two people in one video, Wan 2.1 T2V 14B, each kept to their half of the frame",
+        "Two people, one photo each: person 1 on the left, person 2 on the right (zero-shot, as the official multi-person baseline)."),
 }
 
 
@@ -331,8 +365,11 @@ MODELS = ("UNETLoader", "LoraLoaderModelOnly", "StandIn_LoadIdentityAdapter", "C
 GROUPS = [  # (title, colour, node classes in the order they are stacked)
     ("Models", "#3f789e", MODELS),
     ("Reference photo", "#8A8", ("LoadImage", "StandIn_EncodeReferenceFace", "PreviewImage")),
+    ("Person 1 (left half)", "#8A8", ("LoadImage", "StandIn_EncodeReferenceFace", "PreviewImage")),
+    ("Person 2 (right half)", "#8A8", ("LoadImage", "StandIn_EncodeReferenceFace", "PreviewImage")),
     ("Prompt", "#b58b2a", ("CLIPTextEncode",)),
-    ("Identity on the model", "#a1309b", ("ModelSamplingSD3", "StandIn_ApplyRSACPM", "WanContextWindowsManual")),
+    ("Identity on the model", "#a1309b", ("ModelSamplingSD3", "StandIn_AddIdentity", "StandIn_ApplyRSACPM",
+                                          "WanContextWindowsManual")),
     ("High-noise expert", "#3f789e", ()),
     ("Low-noise expert", "#3f789e", ()),
     ("Control video", "#88A", ("LoadVideo", "GetVideoComponents", "StandIn_PrepareFaceSwapVideo", "VAEEncode",
@@ -343,11 +380,17 @@ GROUPS = [  # (title, colour, node classes in the order they are stacked)
 ]
 # Columns left to right: each holds these groups, top to bottom (the Wan 2.2 templates give a
 # column to each expert, so their prompt goes under the shared models).
-COLUMNS = [("Models",), ("Reference photo",), ("Prompt", "Identity on the model"), ("Control video",),
+COLUMNS = [("Models",), ("Reference photo",), ("Person 1 (left half)",), ("Person 2 (right half)",),
+           ("Prompt", "Identity on the model"), ("Control video",),
            ("Sample and decode",), ("Save (labelled video)",)]
 EXPERT_COLUMNS = [("Models", "Prompt"), ("Reference photo",), ("High-noise expert",), ("Low-noise expert",),
                   ("Sample and decode",), ("Save (labelled video)",)]
 EXPERT_CHAIN = {"High-noise expert": (1, 51, 7, 10, 11), "Low-noise expert": (31, 81, 37, 40, 41)}
+# The two-people template: each person's photo nodes in their own column.
+PERSON_GROUPS = {"Person 1 (left half)": (6, 8, 9), "Person 2 (right half)": (60, 61, 62)}
+PERSON_TITLES = {"6": "Person 1: photo (one face)", "60": "Person 2: photo (one face)",
+                 "9": "Person 1: prepared reference", "62": "Person 2: prepared reference",
+                 "63": "Person 1: left half", "64": "Person 2: right half"}
 EXPERT_ORDER = ("UNETLoader", "LoraLoaderModelOnly", "StandIn_LoadIdentityAdapter", "ModelSamplingSD3", "StandIn_ApplyRSACPM")
 
 FILE_TITLES = {
@@ -371,6 +414,8 @@ NODE_W, TITLE_H, GAP, GROUP_HEAD, PAD, COL_GAP, NOTE_H = 360, 30, 24, 46, 20, 40
 
 def node_title(nid: str, node: dict, name: str) -> str | None:
     ct, inputs = node["class_type"], node["inputs"]
+    if "two_people" in name and nid in PERSON_TITLES:
+        return PERSON_TITLES[nid]
     if ct in FILE_INPUT and ct != "StandIn_LoadIdentityAdapter":
         return FILE_TITLES.get(inputs.get(FILE_INPUT[ct]))
     if ct == "CLIPTextEncode":
@@ -384,6 +429,10 @@ def node_title(nid: str, node: dict, name: str) -> str | None:
 
 
 def group_of(nid: str, node: dict, prompt: dict) -> str:
+    if "61" in prompt:
+        for group, members in PERSON_GROUPS.items():
+            if int(nid) in members:
+                return group
     if "31" in prompt:
         for group, chain in EXPERT_CHAIN.items():
             if int(nid) in chain:
@@ -425,11 +474,17 @@ def note_text(name: str, prompt: dict, manifest: dict, description: str) -> str:
             if line not in files:
                 files.append(line)
     videos = any(n["class_type"] == "LoadVideo" for n in prompt.values())
+    several = any(n["class_type"] == "StandIn_AddIdentity" for n in prompt.values())
+    photo = ("**2. Two photos**, one per person, each face clearly visible; the previews show the crops Stand-In "
+             "sees. Each Add Identity keeps its person to a half of the frame: describe both people in the prompt "
+             "(left to right). Zero-shot: the adapter was trained on one person, so likeness is weaker than with "
+             "one person and can fail; try other seeds." if several else
+             "**2. Reference photo**: one person, face clearly visible; the preview shows the crop Stand-In sees.")
     lines = [description, "",
              "**1. Models** in `ComfyUI/models/` (Download buttons of the missing-models dialog, or "
              f"`python custom_nodes/comfyui-standin/tools/download_weights.py --workflow custom_nodes/comfyui-standin/example_workflows/{name}.json`):",
              *files, "",
-             "**2. Reference photo**: one person, face clearly visible; the preview shows the crop Stand-In sees.", ""]
+             photo, ""]
     if videos:
         video = next(n["inputs"]["file"] for n in prompt.values() if n["class_type"] == "LoadVideo")
         where = f"`{video}` in `ComfyUI/input/`, or pick yours in Load Video"

@@ -6,8 +6,8 @@ from comfy_api.latest import io
 
 from .consent_record import (enforce as enforce_consent_policy, policy_fingerprint, prompt_has_labelled_save,
                              refuse_if_server_unready)
-from ..engine.identity.patch import LATENT_CHANNELS, StandInError, apply_standin
-from .sockets import CATEGORY, NODE_PREFIX, AdapterSocket, IdentitySocket
+from ..engine.identity.patch import LATENT_CHANNELS, IdentitySpec, StandInError, apply_standin
+from .sockets import CATEGORY, NODE_PREFIX, AdapterSocket, Identities, IdentitySocket, people_of
 
 
 class ApplyRSACPM(io.ComfyNode):
@@ -26,7 +26,8 @@ class ApplyRSACPM(io.ComfyNode):
                 io.Model.Input("model", tooltip="A Wan 2.1 / 2.2 text-to-video (or VACE) model. For "
                                                 "Wan 2.2 A14B, patch each expert with its own adapter."),
                 AdapterSocket.Input("adapter", tooltip="From Load Identity Adapter; must match this model."),
-                IdentitySocket.Input("identity", tooltip="From Encode Reference Face."),
+                IdentitySocket.Input("identity", tooltip="From Encode Reference Face (one person), or "
+                                                         "from Add Identity (several people in one video)."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05,
                                tooltip="How much attention the video pays to the reference. 1.0 is "
                                        "the official behaviour; 0 is the plain model. Technically: "
@@ -60,22 +61,27 @@ class ApplyRSACPM(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter, identity, strength=1.0, start_percent=0.0,
                 end_percent=1.0) -> io.NodeOutput:
+        people = people_of(identity)
+        several = isinstance(identity, Identities)
+        def who(n):
+            return f"Person {n}: " if several else ""
+
         # Before any sampling: the policy, the signing key and audit log when the prompt saves
-        # through a labelled save, and this identity's consent (expired, over the limits, or
+        # through a labelled save, and every person's consent (expired, over the limits, or
         # missing where required).
-        enforce_consent_policy(identity, labelled=prompt_has_labelled_save(cls.hidden.prompt if cls.hidden else None))
-        if identity.latent_channels != LATENT_CHANNELS:
-            raise ValueError(
-                f"This identity was encoded by a VAE with {identity.latent_channels}-channel "
-                f"latents ({identity.vae_kind}); Stand-In's Wan models take the Wan 2.1 VAE's "
-                f"{LATENT_CHANNELS}-channel latents. Re-encode the reference with the Wan 2.1 VAE.")
-        latent_format = model.model.latent_format
-        if getattr(latent_format, "latent_channels", LATENT_CHANNELS) != identity.latent_channels:
-            raise ValueError(
-                f"The model works in {latent_format.latent_channels}-channel latents but the identity "
-                f"was encoded into {identity.latent_channels} channels; connect a Wan T2V 14B / A14B "
-                f"model and encode the reference with the Wan 2.1 VAE.")
-        reference = model.model.process_latent_in(identity.latent)
+        labelled = prompt_has_labelled_save(cls.hidden.prompt if cls.hidden else None)
+        for n, person in enumerate(people, 1):
+            try:
+                enforce_consent_policy(person.identity, labelled=labelled)
+            except ValueError as e:
+                raise ValueError(f"{who(n)}{e}") from None
+        for n, person in enumerate(people, 1):
+            check_channels(model, person.identity, who(n))
+        references = [model.model.process_latent_in(p.identity.latent) for p in people]
+        if several:
+            reference = [IdentitySpec(r, p.strength, p.region) for r, p in zip(references, people)]
+        else:
+            reference = references[0]
         try:
             patched = apply_standin(model, adapter.adapter, reference, strength=strength,
                                     start_percent=start_percent, end_percent=end_percent,
@@ -83,3 +89,17 @@ class ApplyRSACPM(io.ComfyNode):
         except StandInError as e:
             raise ValueError(f"{adapter.name}: {e}") from None
         return io.NodeOutput(patched)
+
+
+def check_channels(model, identity, who="") -> None:
+    if identity.latent_channels != LATENT_CHANNELS:
+        raise ValueError(
+            f"{who}This identity was encoded by a VAE with {identity.latent_channels}-channel "
+            f"latents ({identity.vae_kind}); Stand-In's Wan models take the Wan 2.1 VAE's "
+            f"{LATENT_CHANNELS}-channel latents. Re-encode the reference with the Wan 2.1 VAE.")
+    latent_format = model.model.latent_format
+    if getattr(latent_format, "latent_channels", LATENT_CHANNELS) != identity.latent_channels:
+        raise ValueError(
+            f"{who}The model works in {latent_format.latent_channels}-channel latents but the identity "
+            f"was encoded into {identity.latent_channels} channels; connect a Wan T2V 14B / A14B "
+            f"model and encode the reference with the Wan 2.1 VAE.")

@@ -11,7 +11,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..engine.provenance import consent, preflight
-from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
+from .sockets import CATEGORY, NODE_PREFIX, Identities, IdentitySocket
 
 
 def state_dir() -> str:
@@ -129,6 +129,9 @@ class ConsentRecord(io.ComfyNode):
     @classmethod
     def execute(cls, identity, subject, purpose, valid_until, document_id, document_sha256,
                 granted_on="") -> io.NodeOutput:
+        if isinstance(identity, Identities):
+            raise ValueError("A consent record belongs to one person: put a Consent Record between each "
+                             "person's Encode Reference Face and their Add Identity node.")
         try:
             record = consent.make_record(subject, purpose, valid_until, document_id, document_sha256, granted_on or "")
         except consent.ConsentError as e:

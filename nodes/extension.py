@@ -2,6 +2,7 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .add_identity import AddIdentity
 from .apply_identity import ApplyRSACPM
 from .apply_identity_raylight import ApplyIdentityRaylight
 from .consent_record import ConsentRecord
@@ -22,6 +23,7 @@ NODES += [ConsentRecord, SaveLabelledVideo, SaveLabelledImage]  # consent, label
 # Registered whether or not Raylight is installed: ComfyUI loads Raylight's folder after this one,
 # so it cannot be looked for here; the node explains on use when it is missing.
 NODES.append(ApplyIdentityRaylight)
+NODES.append(AddIdentity)  # several people in one video
 
 
 class StandInExtension(ComfyExtension):

@@ -12,7 +12,7 @@ from comfy_api.latest import io
 
 from ..engine.faces import swap as face_swap
 from .canvas_text import show_on_node
-from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
+from .sockets import CATEGORY, NODE_PREFIX, Identities, IdentitySocket
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ class PrepareFaceSwapVideo(io.ComfyNode):
     @classmethod
     def execute(cls, images, identity, align=True, dilation=face_swap.DILATION, feather=face_swap.FEATHER,
                 face_mask=None, allow_no_face=False) -> io.NodeOutput:
+        if isinstance(identity, Identities):
+            raise ValueError("Face swap replaces one face: connect one person's identity (Encode Reference "
+                             "Face or Consent Record), not the output of Add Identity.")
         out, out_masks, result = prepare(images, identity, align, dilation, feather, face_mask)
         if not allow_no_face and not any(i.face_box is not None for i in result.infos):
             raise ValueError(

@@ -17,7 +17,7 @@ from comfy_api.latest import InputImpl, Types, io, ui
 
 from ..engine.provenance import c2pa_label as provenance, consent, policy as policy_schema, preflight, publish
 from .consent_record import enforce, refuse_if_server_unready, state_dir
-from .sockets import CATEGORY, NODE_PREFIX, IdentitySocket
+from .sockets import CATEGORY, NODE_PREFIX, Identities, IdentitySocket
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,15 @@ class Labeller:
 
     def __init__(self, node_cls, identity):
         # The same checks as Apply ran before sampling: anything that changed since (an expired
-        # record, a replaced certificate) is caught before a file is written.
+        # record, a replaced certificate) is caught before a file is written. An expired record
+        # is never written into a manifest as if valid; with several people, each one's.
         ready = preflight.server_checks(state_dir())
-        if identity is not None:
-            enforce(identity, ready)  # an expired record is not written into a manifest as if valid
+        people = identity.people if isinstance(identity, Identities) else ()
+        if people:
+            for person in people:
+                enforce(person.identity, ready)
+        elif identity is not None:
+            enforce(identity, ready)
         self.policy = ready.policy
         self.state = state_dir()
         self.hidden = node_cls.hidden
@@ -63,8 +68,14 @@ class Labeller:
             self.hidden.prompt, self.hidden.unique_id, resolve_model=folder_paths.get_full_path,
             resolve_input=_resolve_input, hash_file=cache.sha256,
             include_prompts=bool(self.policy["audit"]["include_prompts"]))
-        ident = provenance.identity_record(identity)
-        self.generation.update(ident)
+        if people:
+            # Several people: every reference's sha256 and consent, in order.
+            self.generation.update(reference=None, consent=None, identities=[
+                provenance.identity_record(p.identity) | {"strength": p.strength,
+                                                          "region": p.region.describe() if p.region else "whole frame"}
+                for p in people])
+        else:
+            self.generation.update(provenance.identity_record(identity))
         self.generation["tool"] = {"name": provenance.TOOL_NAME, "version": provenance.TOOL_VERSION}
         self.generation["prompt_id"] = _prompt_id()
         if identity is None:
@@ -76,6 +87,7 @@ class Labeller:
         """For players without C2PA: a readable label and the generation record."""
         return {"comment": PLAIN_LABEL, "ai_generated": "trainedAlgorithmicMedia",
                 "standin_provenance": {k: self.generation.get(k) for k in ("tool", "seed", "reference", "consent")}
+                | {k: self.generation[k] for k in ("identities",) if k in self.generation}
                 | {"models": [{"name": m["name"], "sha256": m["sha256"]} for m in self.generation["models"]]}}
 
     def sign_and_log(self, files: list[tuple[str, str]], visible_mark: bool) -> tuple[list[dict], list[str]]:
@@ -92,9 +104,9 @@ class Labeller:
         if self.key.self_signed:
             notes.append("SELF-SIGNED: readers report the signer as untrusted; configure your own certificate "
                          "in user/__standin/policy.json (signing.certificate / signing.private_key).")
-        if self.generation.get("consent"):
-            c = self.generation["consent"]
-            notes.append(f"Consent: {c['subject']} for '{c['purpose']}' until {c['valid_until']}.")
+        for c in [self.generation.get("consent")] + [i["consent"] for i in self.generation.get("identities", [])]:
+            if c:
+                notes.append(f"Consent: {c['subject']} for '{c['purpose']}' until {c['valid_until']}.")
         audit_cfg = self.policy["audit"]
         if audit_cfg["enabled"]:
             out_dir = folder_paths.get_output_directory()
@@ -108,8 +120,14 @@ class Labeller:
                 **{k: self.generation.get(k) for k in ("reference", "consent", "models", "input_files",
                                                       "seeds", "seed", "settings", "tool")},
             }
+            if "identities" in self.generation:
+                entry["identities"] = self.generation["identities"]
             if audit_cfg.get("include_reference_image") and self.identity is not None:
-                entry["reference"] = provenance.identity_record(self.identity, include_image=True)["reference"]
+                if isinstance(self.identity, Identities):
+                    entry["identities"] = [dict(i, reference=provenance.identity_record(p.identity, include_image=True)["reference"])
+                                           for i, p in zip(self.generation["identities"], self.identity.people)]
+                else:
+                    entry["reference"] = provenance.identity_record(self.identity, include_image=True)["reference"]
             log_ = preflight.audit_log(self.state, self.policy)
             log_.append(entry)
             notes.append(f"Audit line written to {log_.path}.")
@@ -181,9 +199,9 @@ def _mark(images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(marked).to(images.dtype)
 
 
-IDENTITY_TOOLTIP = ("The identity you applied (from Encode Reference Face or Consent Record): its reference "
-                    "sha256 and consent record go into the manifest. Optional, but without it the manifest "
-                    "cannot name them.")
+IDENTITY_TOOLTIP = ("The identity you applied (from Encode Reference Face or Consent Record, or Add Identity "
+                    "for several people): every reference's sha256 and consent record go into the manifest. "
+                    "Optional, but without it the manifest cannot name them.")
 MARK_TOOLTIP = "Also draw a visible 'AI-generated' label in the lower right corner of every frame."
 
 

@@ -52,3 +52,27 @@ class Identity:
     alpha: torch.Tensor | None = None
     # A consent.ConsentRecord attached by the Consent Record node, or None.
     consent: object | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Person:
+    """One identity in a scene of several: the person, how strongly the video attends to them,
+    and where they may appear (an engine ``Region``, or None for the whole frame)."""
+    identity: Identity
+    strength: float = 1.0
+    region: object | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Identities:
+    """Several people for one model, in order (Add Identity builds it). It travels on the
+    STANDIN_IDENTITY socket, so Apply Stand-In Identity and the labelled save nodes take one
+    person or several on the same input."""
+    people: tuple
+
+
+def people_of(identity) -> list:
+    """The people an identity socket carries: one ``Identity`` is one person at strength 1."""
+    if isinstance(identity, Identities):
+        return list(identity.people)
+    return [Person(identity)]

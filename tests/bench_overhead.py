@@ -12,6 +12,12 @@ euler, CFG > 1 so cond and uncond run as one batch, as users run it):
 * ``naive``:   the same patch with the per-generation cache taken away, so every model call
                runs the reference tokens through every block again (what the cache saves).
 
+``--people`` adds several people on the one model (the official dev/multi baseline) and
+regions: ``people2`` / ``people3`` (2 or 3 references, every video token sees all of them),
+``people1_regions`` (one reference, left half), ``people2_regions`` (left / right half) and
+``people3_regions`` (left / middle / right third), each video token seeing only the reference
+of its region; and prints the cache bytes of 1, 2 and 3 people at 14B / 81 frames / 480p.
+
 ``--baseline-pack DIR`` adds ``standin_before``: the same patch made by another copy of this
 pack (e.g. a ``git worktree`` of an older commit), to compare two versions in one run.
 
@@ -100,6 +106,8 @@ def parse_args(argv=None):
     p.add_argument("--cache-on-cpu", action="store_true", help="apply_standin(cache_on_cpu=True)")
     p.add_argument("--baseline-pack", metavar="DIR",
                    help="another copy of this pack: adds its patch as variant standin_before")
+    p.add_argument("--people", action="store_true",
+                   help="add 2 and 3 people, and regions for 1, 2, 3 people (see above)")
     p.add_argument("--no-mem", action="store_true", help="skip the per-variant peak-memory runs (CPU)")
     p.add_argument("--malloc", choices=("heap", "default"), default="heap",
                    help="CPU timing runs: heap (restarts under glibc settings that keep freed memory, "
@@ -128,7 +136,8 @@ def resolve_config(args):
     c = dict(PRESETS[preset], preset=preset, device=device, cfg=args.cfg, strength=args.strength,
              attention=args.attention, cache_on_cpu=args.cache_on_cpu, sampler="euler",
              scheduler="simple", malloc=args.malloc if device == "cpu" else None,
-             baseline_pack=args.baseline_pack and os.path.abspath(args.baseline_pack))
+             baseline_pack=args.baseline_pack and os.path.abspath(args.baseline_pack),
+             people=args.people)
     for key in OVERRIDES:
         if getattr(args, key) is not None:
             c[key] = getattr(args, key)
@@ -140,7 +149,21 @@ def resolve_config(args):
     c["video_tokens"] = c["frames"] * -(-c["height"] // 2) * -(-c["width"] // 2)
     c["ref_tokens"] = -(-c["ref_height"] // 2) * -(-c["ref_width"] // 2)
     c["variants"] = ["base", "standin", "naive"] + (["standin_before"] if c["baseline_pack"] else [])
+    if c.get("people"):
+        c["variants"] += list(PEOPLE)
     return c
+
+
+# Several people: (references, layouts or None for every token seeing every reference).
+PEOPLE = {"people2": (2, None), "people3": (3, None), "people1_regions": (1, ["left half"]),
+          "people2_regions": (2, ["left half", "right half"]),
+          "people3_regions": (3, ["left third", "middle third", "right third"])}
+
+
+def cache_bytes_14b(people: int) -> int:
+    """Reference K/V of ``people`` 512x512 references on Wan 2.1 14B (40 blocks, dim 5120) in
+    bf16/fp16: 2 x 40 x 1,024 tokens x 5,120 x 2 bytes each. The video's size does not enter."""
+    return people * 2 * 40 * 1024 * 5120 * 2
 
 
 def flop_model(c):
@@ -155,8 +178,13 @@ def flop_model(c):
     # One reference pass per call, shared by the batch: q/k/v/o with the rank-128 LoRA,
     # attention among reference tokens, FFN.
     ref_pass = n * (8 * R * d * d + 12 * R * d * 128 + 4 * R * R * d + 4 * R * d * f)
-    return {"base": base, "standin": base + extra_keys, "naive": base + extra_keys + ref_pass,
-            "standin_before": base + extra_keys}
+    out = {"base": base, "standin": base + extra_keys, "naive": base + extra_keys + ref_pass,
+           "standin_before": base + extra_keys}
+    # Regions: every video token attends to the references of its own region only (one each
+    # with halves or thirds), so the extra keys are those of one person.
+    for name, (n, layouts) in PEOPLE.items():
+        out[name] = base + extra_keys * (1 if layouts else n)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -243,6 +271,15 @@ def setup(c):
             models["naive"] = models["standin"].clone()
             models["naive"].add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
                                                  "zz_bench_naive", drop_run_cache)
+            if c.get("people"):
+                regions = import_module(pack.__name__ + ".engine.identity.regions")
+                refs = [reference] + [torch.randn(reference.shape, generator=g) for _ in range(2)]
+                for name, (n, layouts) in PEOPLE.items():
+                    specs = [standin.IdentitySpec(refs[j], 1.0, regions.Region(layouts[j]) if layouts else None)
+                             for j in range(n)]
+                    models[name] = standin.apply_standin(base, adapter, specs, strength=c["strength"],
+                                                         cache_on_cpu=c["cache_on_cpu"])
+                    standin.find_standin(models[name]).build = timed(standin.find_standin(models[name]).build)
 
     ctx = torch.randn((2, c["text_tokens"], 4096), generator=g)
     latent = torch.zeros((1, 16, c["frames"], c["height"], c["width"]))
@@ -471,6 +508,22 @@ def main(argv=None):
           f"{c['ref_tokens']} tokens x {c['dim']} x {elem} bytes = {formula:,} "
           f"({'equal' if formula == kv['nbytes'] else 'DIFFERENT'}); compute dtype {env['compute_dtype']}")
     print(f"memory: {mem_method}")
+    people = {}
+    if c.get("people"):
+        one = kv["nbytes"]
+        for v in ["standin", *PEOPLE]:
+            n = PEOPLE[v][0] if v in PEOPLE else 1
+            nbytes = builds[v][0]["nbytes"]
+            people[v] = {"people": n, "regions": bool(v in PEOPLE and PEOPLE[v][1]),
+                         "ratio": round(med[v] / med["base"], 4), "ratio_paired": round(paired[v], 4),
+                         "ratio_flops": round(flops[v] / flops["base"], 4), "cache_bytes": nbytes,
+                         "cache_x_one": round(nbytes / one, 4)}
+            print(f"{v:<16} people {n}  regions {'yes' if people[v]['regions'] else 'no ':<3}  ratio "
+                  f"{people[v]['ratio']:.4f}  paired {people[v]['ratio_paired']:.4f}  FLOPs "
+                  f"{people[v]['ratio_flops']:.4f}  cache {nbytes:,} bytes ({people[v]['cache_x_one']} x one)")
+        for n in (1, 2, 3):
+            print(f"cache at 14B / 81 frames / 480p (bf16), {n} {'person' if n == 1 else 'people'}: {cache_bytes_14b(n):,} bytes "
+                  f"({cache_bytes_14b(n) / 2**20:,.0f} MiB)")
     result = {
         "config": {k: c[k] for k in ("preset", "dim", "ffn_dim", "blocks", "heads", "video_tokens",
                                      "ref_tokens", "text_tokens", "dtype", "cfg", "strength", "steps",
@@ -492,6 +545,9 @@ def main(argv=None):
         "peak_tensor_bytes_over_start": {v: peaks[v]["tensors"] for v in variants},
         "peak_mem_method": mem_method,
     }
+    if people:
+        result["people"] = people
+        result["cache_bytes_14b_480p_81f"] = {n: cache_bytes_14b(n) for n in (1, 2, 3)}
     print(json.dumps(result), flush=True)
     return 0
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Parity with the official Stand-In implementation, on ComfyUI's own Wan model.
 
-    python tests/check_parity.py [DIR ...]      (default: tests/fixtures/standin_parity)
+    python tests/check_parity.py [DIR ...]      (default: tests/fixtures/standin_parity and standin_multi)
 
 Each DIR holds a fixture set described by its ``calls.json``: a tiny Wan DiT in ComfyUI's
-format, a Stand-In adapter in one or more files, inputs, and the outputs and cached reference
-keys/values the official code produced. For every folder and adapter file this loads the DiT
+format, a Stand-In adapter in one or more files, inputs (one ``reference``, or several
+``references`` that one model carries together), and the outputs and cached reference
+keys/values (all references' concatenated in order) the official code produced. For every folder and adapter file this loads the DiT
 through ComfyUI's loader, patches a clone with the adapter, runs the call sequence inside one
 real ComfyUI sampling run (CFGGuider.sample, so the per-generation cache lives exactly as it
 does under KSampler), compares every output and every block's cached reference K/V, runs the
@@ -26,7 +27,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_DIR = os.path.join(HERE, "fixtures", "standin_parity")
+DEFAULT_DIRS = [os.path.join(HERE, "fixtures", "standin_parity"), os.path.join(HERE, "fixtures", "standin_multi")]
 sys.path.insert(0, os.path.join(ROOT, "dev"))
 
 import comfyhost  # noqa: E402
@@ -98,7 +99,11 @@ def check_folder(folder: str) -> list[tuple[str, Comparison, int]]:
     model = comfy.sd.load_diffusion_model(os.path.join(folder, spec["model"]),
                                           model_options={"dtype": torch.float32})
     dm = model.model.diffusion_model
-    reference = inputs[spec["reference"]]
+    if "references" in spec:
+        # Several people on one model (the official dev/multi baseline), in the listed order.
+        reference = [standin.IdentitySpec(inputs[name]) for name in spec["references"]]
+    else:
+        reference = inputs[spec["reference"]]
 
     def call(diffusion_model, entry, transformer_options):
         rows = entry.get("rows")
@@ -183,7 +188,7 @@ def check_folder(folder: str) -> list[tuple[str, Comparison, int]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("dirs", nargs="*", default=[DEFAULT_DIR], help="fixture folders")
+    parser.add_argument("dirs", nargs="*", default=DEFAULT_DIRS, help="fixture folders")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every failing tensor")
     args = parser.parse_args(argv)
 

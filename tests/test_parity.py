@@ -11,20 +11,33 @@ import safetensors.torch
 import torch
 
 import check_parity
+import conftest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LINE = re.compile(r"^parity (\S+) (\S+): max_abs=(\S+) max_rel=(\S+) calls=(\d+) (ok|FAIL)$")
 
 
-def test_fixture_matches_official_outputs_and_cached_kv(fixture_dir):
-    with open(os.path.join(fixture_dir, "calls.json")) as f:
+def check_matches(folder):
+    with open(os.path.join(folder, "calls.json")) as f:
         spec = json.load(f)
-    results = check_parity.check_folder(fixture_dir)
+    results = check_parity.check_folder(folder)
     assert [r[0] for r in results] == spec["adapters"]
     for adapter_file, cmp, n_calls in results:
         assert cmp.failures == [], adapter_file
-        assert n_calls == len(spec["sequence"]) + len(spec["base"])
+        assert n_calls == len(spec["sequence"]) + len(spec.get("base", []))
         assert cmp.max_abs <= spec["tolerance"]["atol"]
+    return spec
+
+
+def test_fixture_matches_official_outputs_and_cached_kv(fixture_dir):
+    check_matches(fixture_dir)
+
+
+def test_two_identities_match_the_official_multi_baseline():
+    """The official dev/multi branch's outputs with two references on one model (both adapter
+    formats), and both references' per-block K/V in order."""
+    spec = check_matches(conftest.MULTI_FIXTURE_DIR)
+    assert len(spec["references"]) == 2
 
 
 def _doctor(src, dst, key, delta):
@@ -66,7 +79,9 @@ def test_cli_default_folder_passes(fixture_dir):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [LINE.match(line) for line in proc.stdout.splitlines() if line.startswith("parity ")]
-    assert len(lines) == 2 and all(m and m.group(6) == "ok" for m in lines), proc.stdout
+    # one identity and two identities, each with both adapter formats
+    assert len(lines) == 4 and all(m and m.group(6) == "ok" for m in lines), proc.stdout
+    assert {os.path.basename(m.group(1)) for m in lines} == {"standin_parity", "standin_multi"}
     assert all(float(m.group(3)) <= 1e-4 for m in lines)
 
 

@@ -533,3 +533,54 @@ def test_a_name_taken_at_publication_keeps_the_file_and_logs_where_it_went(comfy
     # The only file in output/ is the other process's, untouched.
     (other,) = saved_files(comfy_dirs, ".mp4")
     assert os.path.getsize(other) == 0
+    assert broken == 0 and entries[-1]["i"] == 29 and [e["i"] for e in entries] == sorted(e["i"] for e in entries)
+
+
+# ------------------------------------------------------------------------------------------
+# Several people: a consent record per person, every reference in the manifest and audit line
+# ------------------------------------------------------------------------------------------
+
+def two_people(first=None, second=None):
+    a = make_identity(first)
+    image = torch.from_numpy(np.random.default_rng(4).random((1, 32, 32, 3)).astype(np.float32))
+    b = objects.Identity(latent=torch.zeros(1, 16, 1, 4, 4), image=image, vae_kind="test", latent_channels=16,
+                         detector="none", consent=second)
+    regions = conftest.pack_module("engine.identity.regions")
+    return objects.Identities((objects.Person(a, 1.0, regions.Region("left half")), objects.Person(b, 0.8, None)))
+
+
+def test_several_people_each_need_consent_under_the_policy(comfy_dirs):
+    write_policy(comfy_dirs, require_consent=True)
+    # Refused before the model is touched (None here would fail on first use).
+    with pytest.raises(ValueError, match=r"^Person 2: .*requires a consent record"):
+        apply_identity.ApplyRSACPM.execute(None, None, two_people(valid_record()))
+    with pytest.raises(ValueError, match=r"^Person 1: .*requires a consent record"):
+        apply_identity.ApplyRSACPM.execute(None, None, two_people(None, valid_record()))
+    expired = dataclasses.replace(valid_record(), valid_until=(TODAY - datetime.timedelta(days=1)).isoformat())
+    with pytest.raises(ValueError, match=r"^Person 2: .*expired"):
+        apply_identity.ApplyRSACPM.execute(None, None, two_people(valid_record(), expired))
+    # A consent record belongs to one person, attached before combining.
+    with pytest.raises(ValueError, match="one person"):
+        consent_record.ConsentRecord.execute(two_people(), "Jane", "ad", (TODAY + datetime.timedelta(days=3)).isoformat(),
+                                             "C-1", "")
+    with pytest.raises(ValueError, match="expired"):
+        call_node(save_labelled.SaveLabelledVideo, video=video_of(frames()), filename_prefix="e/v", format="auto",
+                  codec="auto", identity=two_people(valid_record(), expired))
+
+
+def test_labelled_save_lists_every_person_with_reference_and_consent(comfy_dirs):
+    people = two_people(valid_record(), valid_record(subject="John Roe", document_id="CONTRACT-2026-18"))
+    out = call_node(save_labelled.SaveLabelledVideo, prompt=graph("missing.safetensors"), unique_id="21",
+                    video=video_of(frames()), filename_prefix="two/v", format="auto", codec="auto", identity=people)
+    assert "Consent: Jane Doe" in out.args[0] and "Consent: John Roe" in out.args[0]
+    (path,) = saved_files(comfy_dirs, ".mp4")
+    report = provenance.verify(path)
+    assert report.ok
+    listed = report.generation["identities"]
+    expected = [provenance.sha256_pixels(p.identity.image[0].numpy()) for p in people.people]
+    assert [i["reference"]["sha256_rgb8"] for i in listed] == expected and expected[0] != expected[1]
+    assert [i["consent"]["subject"] for i in listed] == ["Jane Doe", "John Roe"]
+    assert [i["region"] for i in listed] == ["left half", "whole frame"] and listed[1]["strength"] == 0.8
+    assert report.generation["reference"] is None and report.generation["consent"] is None
+    (entry,), _ = audit_entries(comfy_dirs)
+    assert entry["identities"] == listed

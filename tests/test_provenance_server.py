@@ -153,3 +153,57 @@ def test_the_new_nodes_are_listed_with_tooltips(server):
         assert all(node["output_tooltips"])
     assert info["StandIn_SaveLabelledVideo"]["output_node"] is True
     assert info["StandIn_ConsentRecord"]["output"] == ["STANDIN_IDENTITY"]
+
+
+TWO_PEOPLE = "standin_wan21_two_people"
+
+
+def consent_for(prompt, node, encode, add, subject, valid_until):
+    """A Consent Record between one person's Encode Reference Face and their Add Identity."""
+    prompt[node] = {"class_type": "StandIn_ConsentRecord", "inputs": {
+        "identity": [encode, 0], "subject": subject, "purpose": "demo video, internal",
+        "valid_until": valid_until, "document_id": f"DOC-{node}", "document_sha256": ""}}
+    prompt[add]["inputs"]["identity"] = [node, 0]
+    return prompt
+
+
+def test_two_people_policy_on_one_without_consent_is_refused_before_sampling(server):
+    """The two-person template with the policy on: consent for person 1 only is refused at
+    Apply, naming person 2, before the sampler runs; with both records the video is made and its
+    manifest and audit line list both references with their consent."""
+    from PIL import Image
+    until = (datetime.date.today() + datetime.timedelta(days=10)).isoformat()
+    mirrored = "standin_test_face_mirrored.png"
+    Image.open(os.path.join(server.base_dir, "input", FACE)).transpose(Image.FLIP_LEFT_RIGHT).save(
+        os.path.join(server.base_dir, "input", mirrored))
+    events = []
+
+    async def record(event, session):
+        events.append(event)
+
+    def graph(seed):
+        prompt = tiny(TWO_PEOPLE, seed=seed)
+        prompt["60"]["inputs"]["image"] = mirrored  # person 2: another photo, another sha256
+        return consent_for(prompt, "30", "8", "63", "Eileen Collins", until)
+
+    with Policy(server, require_consent=True):
+        prompt_id, final = asyncio.run(server.follow(graph(103), record, timeout=300))
+        assert final["type"] == "execution_error" and final["data"]["node_id"] == APPLY
+        assert final["data"]["exception_message"].startswith("Person 2: ")
+        assert "requires a consent record" in final["data"]["exception_message"]
+        ran = [e["data"].get("node") for e in events if e["type"] == "executing"]
+        assert "13" not in ran and not [e for e in events if e["type"] == "progress"]
+
+        entry = server.run(consent_for(graph(103), "31", "61", "64", "Grace Hopper", until), timeout=300)
+        assert_success(server, entry)
+        (video,) = [f for f in output_files(server, entry) if f.endswith(".mp4")]
+        report = provenance.verify(video)
+        assert report.ok and report.ai_generated
+        people = report.generation["identities"]
+        assert [p["consent"]["subject"] for p in people] == ["Eileen Collins", "Grace Hopper"]
+        assert [p["region"] for p in people] == ["left half", "right half"]
+        shas = [p["reference"]["sha256_rgb8"] for p in people]
+        assert len(set(shas)) == 2 and all(len(s) == 64 for s in shas)
+        line = audit_entries(server)[0][-1]  # the last labelled save: this one
+        assert line["outputs"][0]["sha256"] == provenance.sha256_file(video)
+        assert [p["reference"]["sha256_rgb8"] for p in line["identities"]] == shas

@@ -132,8 +132,8 @@ def test_shipped_api_workflows_are_accepted_as_shipped(server):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 open(path, "wb").close()
                 placeholders.append(path)
-        image = next(n["inputs"]["image"] for n in prompt.values() if n["class_type"] == "LoadImage")
-        shutil.copy(os.path.join(server.base_dir, "input", FACE), os.path.join(server.base_dir, "input", image))
+        for image in {n["inputs"]["image"] for n in prompt.values() if n["class_type"] == "LoadImage"}:
+            shutil.copy(os.path.join(server.base_dir, "input", FACE), os.path.join(server.base_dir, "input", image))
     try:
         ids = [server.queue(workflows.load_api(name)) for name in workflows.api_names()]
         for prompt_id in ids:

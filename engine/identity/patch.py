@@ -44,6 +44,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 
 from .adapter import StandInAdapter, describe_size
+from .regions import Region, query_groups
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +186,16 @@ def attention(q, k, v, heads, transformer_options, mask=None):
     return fn(q, k, v, heads, **kwargs)
 
 
-def reference_rope(dm, grid_h: int, grid_w: int, ref_h: int, ref_w: int, device) -> torch.Tensor:
-    """Conditional Position Mapping: reference token (i, j) sits at (t=-1, h=H+i, w=W+j)."""
+def reference_rope(dm, grid_h: int, grid_w: int, ref_h: int, ref_w: int, device, offset: int = 0) -> torch.Tensor:
+    """Conditional Position Mapping: reference token (i, j) sits at (t=-1, h=H+offset+i,
+    w=W+offset+j). One reference has offset 0; with several, the official dev/multi branch
+    advances one offset by each reference's patch-grid height on both axes, so no two
+    references share a position."""
     ids = torch.zeros((1, ref_h, ref_w, 3), device=device, dtype=torch.float32)
     ids[..., 0] = -1.0
-    ids[..., 1] += torch.arange(grid_h, grid_h + ref_h, device=device, dtype=torch.float32).view(1, -1, 1)
-    ids[..., 2] += torch.arange(grid_w, grid_w + ref_w, device=device, dtype=torch.float32).view(1, 1, -1)
+    top, left = grid_h + offset, grid_w + offset
+    ids[..., 1] += torch.arange(top, top + ref_h, device=device, dtype=torch.float32).view(1, -1, 1)
+    ids[..., 2] += torch.arange(left, left + ref_w, device=device, dtype=torch.float32).view(1, 1, -1)
     return dm.rope_embedder(ids.reshape(1, -1, 3)).movedim(1, 2)
 
 
@@ -209,18 +214,41 @@ class ReferenceKV:
     keys: list            # per block [1, L_ref, dim], after norm_k and RoPE
     values: list          # per block [1, L_ref, dim]
     tokens: int
+    spans: tuple = ()     # per identity (start, stop) along the token axis, in order
+
+    def __post_init__(self):
+        if not self.spans:
+            self.spans = ((0, self.tokens),)
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
     def to(self, device) -> "ReferenceKV":
-        return ReferenceKV([k.to(device) for k in self.keys], [v.to(device) for v in self.values], self.tokens)
+        return ReferenceKV([k.to(device) for k in self.keys], [v.to(device) for v in self.values],
+                           self.tokens, self.spans)
+
+
+def reference_grid(dm, reference: torch.Tensor) -> tuple[int, int]:
+    """The reference's patch grid (h, w), after padding to the patch size."""
+    ph, pw = dm.patch_size[1], dm.patch_size[2]
+    return -(-reference.shape[-2] // ph), -(-reference.shape[-1] // pw)
+
+
+def reference_offsets(dm, references) -> list[int]:
+    """CPM offset of each reference: the official dev/multi loop adds each reference's grid
+    height to one offset used on both axes. References of different sizes are placed by the
+    same rule (rows never overlap, so no two references share a position)."""
+    offsets, offset = [], 0
+    for ref in references:
+        offsets.append(offset)
+        offset += reference_grid(dm, ref)[0]
+    return offsets
 
 
 @torch.no_grad()
 def build_reference_kv(dm, adapter: StandInAdapter, reference: torch.Tensor, grid_hw, dtype,
-                       device, transformer_options=None) -> ReferenceKV:
+                       device, transformer_options=None, offset: int = 0) -> ReferenceKV:
     """Run the reference tokens through every block and collect each block's keys/values."""
     transformer_options = transformer_options or {}
     ref = comfy.ldm.common_dit.pad_to_patch_size(reference.to(device), dm.patch_size)
@@ -233,7 +261,7 @@ def build_reference_kv(dm, adapter: StandInAdapter, reference: torch.Tensor, gri
     t0 = torch.zeros((1,), device=device, dtype=torch.float32)
     e = dm.time_embedding(wan_model.sinusoidal_embedding_1d(dm.freq_dim, t0).to(dtype=dtype))
     e0 = dm.time_projection(e).unflatten(1, (6, dm.dim))               # [1, 6, dim]
-    freqs = reference_rope(dm, grid_hw[0], grid_hw[1], ref_h, ref_w, device)
+    freqs = reference_rope(dm, grid_hw[0], grid_hw[1], ref_h, ref_w, device, offset)
 
     keys, values = [], []
     last = len(dm.blocks) - 1
@@ -259,20 +287,100 @@ def build_reference_kv(dm, adapter: StandInAdapter, reference: torch.Tensor, gri
     return ReferenceKV(keys, values, n_tok)
 
 
+@torch.no_grad()
+def build_identities_kv(dm, adapter: StandInAdapter, references, offsets, grid_hw, dtype, device,
+                        transformer_options=None) -> ReferenceKV:
+    """Keys/values of several references, each run through the blocks on its own (its tokens
+    attend only to themselves), concatenated per block in order: N x the memory of one. Each
+    reference's tensors are copied into the joint buffers and dropped before the next is built,
+    so building costs at most one reference more than the result."""
+    if len(references) == 1:
+        return build_reference_kv(dm, adapter, references[0], grid_hw, dtype, device,
+                                  transformer_options, offsets[0])
+    sizes = [h * w for h, w in (reference_grid(dm, r) for r in references)]
+    total = sum(sizes)
+    keys = values = None
+    spans, start = [], 0
+    for ref, offset, size in zip(references, offsets, sizes):
+        one = build_reference_kv(dm, adapter, ref, grid_hw, dtype, device, transformer_options, offset)
+        if keys is None:
+            keys = [k.new_empty((k.shape[0], total, k.shape[2])) for k in one.keys]
+            values = [v.new_empty((v.shape[0], total, v.shape[2])) for v in one.values]
+        for i in range(len(keys)):
+            keys[i][:, start:start + size] = one.keys[i]
+            values[i][:, start:start + size] = one.values[i]
+        spans.append((start, start + size))
+        start += size
+        del one
+    return ReferenceKV(keys, values, total, tuple(spans))
+
+
 # --------------------------------------------------------------------------------------
 # The video stream: ComfyUI's own Wan block; the reference joins its self-attention call
 # --------------------------------------------------------------------------------------
 
 def _extend_mask(mask, keys_before: int, extra: int, key_bias, like: torch.Tensor):
     """The attention mask for [video keys; reference keys]: an existing mask gets zero logits
-    for the reference keys; strength != 1 adds log(strength) to them."""
+    for the reference keys; strength != 1 adds log(strength) to them. ``key_bias`` is None,
+    one number for every reference key, or a tuple of (tokens, bias or None) per identity."""
+    if isinstance(key_bias, tuple):
+        if all(b is None for _, b in key_bias):
+            key_bias = None
+        elif len({b for _, b in key_bias}) == 1:
+            key_bias = key_bias[0][1]
     if mask is None and key_bias is None:
         return None
     if mask is None:
         mask = torch.zeros((1, 1, 1, keys_before), device=like.device, dtype=like.dtype)
-    tail = torch.full((*mask.shape[:-1], extra), 0.0 if key_bias is None else key_bias,
-                      device=mask.device, dtype=mask.dtype)
+    if isinstance(key_bias, tuple):
+        tail = torch.cat([torch.full((*mask.shape[:-1], n), 0.0 if b is None else b,
+                                     device=mask.device, dtype=mask.dtype) for n, b in key_bias], dim=-1)
+    else:
+        tail = torch.full((*mask.shape[:-1], extra), 0.0 if key_bias is None else key_bias,
+                          device=mask.device, dtype=mask.dtype)
     return torch.cat((mask, tail), dim=-1)
+
+
+def _grouped_attention(call, func, q, k, v, k_ref, v_ref, heads, seq_dim, args, kwargs):
+    """Self-attention with regions: each group of video queries attends to [video; the
+    references its region lets it see], with the attention function it would have used.
+    A query never meets the keys of a reference outside its region, so its output is
+    independent of that reference bit for bit; no [queries x keys] mask is ever built."""
+    out_dim = 2 if kwargs.get("skip_output_reshape", False) else 1
+    n_queries = q.shape[seq_dim]
+    if n_queries != call.grid_tokens:
+        raise StandInError(
+            f"Identity regions need the self-attention to see exactly the video's {call.grid_tokens} "
+            f"tokens, but it sees {n_queries} (another node adds tokens to the sequence). Remove "
+            f"the regions (whole frame, no mask) or that node.")
+    mask_in = kwargs.get("mask")
+    keys_before = k.shape[seq_dim]
+    out = None
+    for group in call.groups:
+        qg = q.index_select(seq_dim, group.index)
+        spans = [call.kv.spans[a] for a in group.allowed]
+        kg = torch.cat([k] + [k_ref.narrow(seq_dim, s, e - s) for s, e in spans], dim=seq_dim)
+        vg = torch.cat([v] + [v_ref.narrow(seq_dim, s, e - s) for s, e in spans], dim=seq_dim)
+        bias = tuple((e - s, call.biases[a]) for a, (s, e) in zip(group.allowed, spans))
+        m = mask_in
+        if m is not None and m.ndim >= 2 and m.shape[-2] == n_queries and n_queries > 1:
+            m = m.index_select(m.ndim - 2, group.index.to(m.device))
+        m = _extend_mask(m, keys_before, kg.shape[seq_dim] - keys_before, bias if spans else None, q)
+        kw = dict(kwargs)
+        f = func
+        if m is not None:
+            kw["mask"] = m
+            f = comfy.ldm.modules.attention.attention_pytorch
+        if call.previous_override is not None:
+            og = call.previous_override(f, qg, kg, vg, heads, *args, **kw)
+        else:
+            og = f(qg, kg, vg, heads, *args, **kw)
+        if out is None:
+            shape = list(og.shape)
+            shape[out_dim] = n_queries
+            out = og.new_empty(shape)
+        out.index_copy_(out_dim, group.index.to(og.device), og)
+    return out
 
 
 def standin_attention(func, q, k, v, heads, *args, **kwargs):
@@ -298,6 +406,9 @@ def standin_attention(func, q, k, v, heads, *args, **kwargs):
         if seq_dim == 2:   # [b, heads, tokens, head_dim]
             k_ref = k_ref.view(1, -1, heads, k.shape[-1]).transpose(1, 2)
             v_ref = v_ref.view(1, -1, heads, v.shape[-1]).transpose(1, 2)
+        if call.groups is not None:
+            return _grouped_attention(call, func, q, k, v, k_ref.expand(b, *k_ref.shape[1:]),
+                                      v_ref.expand(b, *v_ref.shape[1:]), heads, seq_dim, args, kwargs)
         keys_before = k.shape[seq_dim]
         k = torch.cat((k, k_ref.expand(b, *k_ref.shape[1:])), dim=seq_dim)
         v = torch.cat((v, v_ref.expand(b, *v_ref.shape[1:])), dim=seq_dim)
@@ -324,6 +435,7 @@ class RunCache:
         self.model_patcher = model_patcher
         self.window = window          # (sigma_start, sigma_end), or None: always active
         self.entries: dict = {}
+        self.group_entries: dict = {}
         self.builds = 0
         self.warned_blocks = False
 
@@ -340,8 +452,17 @@ class RunCache:
             self.builds += 1
         return kv
 
+    def groups(self, frame_index, grid_hw, device):
+        """The region query groups for these video frames (None: no regions), made once per
+        grid and window in a generation."""
+        key = (tuple(frame_index), grid_hw, str(device))
+        if key not in self.group_entries:
+            self.group_entries[key] = self.owner.query_groups(frame_index, grid_hw, device)
+        return self.group_entries[key]
+
     def clear(self):
         self.entries.clear()
+        self.group_entries.clear()
 
 
 class CallState:
@@ -351,14 +472,28 @@ class CallState:
     diffusion model traces through it without breaking its graph.
     """
 
-    def __init__(self, kv: ReferenceKV, key_bias, previous_override):
+    def __init__(self, kv: ReferenceKV, key_bias, previous_override, groups=None, biases=(),
+                 grid_tokens=0):
         self.kv = kv
-        self.key_bias = key_bias
+        self.key_bias = key_bias          # ungrouped path: None, one number, or per identity
         self.previous_override = previous_override
+        self.groups = groups              # regions: QueryGroup per set of visible identities
+        self.biases = biases              # per identity in the cache: log(strength) or None
+        self.grid_tokens = grid_tokens
         self.pending = None            # block index whose self-attention is next
         self.blocks_entered = set()
         self.blocks_used = set()
         self.attention_calls = 0
+
+
+def _frame_index(transformer_options, frames: int) -> tuple:
+    """Latent frame numbers of this call's video frames: a context window names the frames it
+    took (so per-frame regions follow the window); otherwise 0 .. frames-1."""
+    window = transformer_options.get("context_window")
+    index = getattr(window, "index_list", None)
+    if index is not None and len(index) == frames and getattr(window, "dim", 2) == 2:
+        return tuple(int(i) for i in index)
+    return tuple(range(frames))
 
 
 def compute_dtype(base_model) -> torch.dtype:
@@ -381,21 +516,37 @@ def _within(value: float, low: float, high: float) -> bool:
 # The patch
 # --------------------------------------------------------------------------------------
 
+@dataclass(frozen=True, eq=False)
+class IdentitySpec:
+    """One person on a model: the reference latent (model space, [1, 16, 1, h, w]), how
+    strongly the video attends to it, and optionally where in the video it may act."""
+    reference: torch.Tensor
+    strength: float = 1.0
+    region: Region | None = None
+
+
 class StandInPatch:
-    """One identity on one model: adapter, reference, strength, sigma window.
+    """One or more identities on one model (one adapter): references, strengths, regions,
+    sigma window.
 
     Immutable once built and shared by every clone of the patched MODEL (deepcopy returns
     the same object): it carries no per-run state; that lives in the run's transformer
     options and dies with the run.
     """
 
-    def __init__(self, adapter: StandInAdapter, adapter_patcher, reference: torch.Tensor,
+    def __init__(self, adapter: StandInAdapter, adapter_patcher, reference,
                  strength: float = 1.0, start_percent: float = 0.0, end_percent: float = 1.0,
                  cache_on_cpu: bool = False):
         self.adapter = adapter
         self.adapter_patcher = adapter_patcher
-        self.reference = reference
+        if isinstance(reference, torch.Tensor):
+            reference = (IdentitySpec(reference),)
+        self.identities = tuple(reference)
+        self.reference = self.identities[0].reference
         self.strength = float(strength)
+        # The node's strength scales every identity's own (1.0 * s is s exactly).
+        self.strengths = tuple(self.strength * float(i.strength) for i in self.identities)
+        self.acting = tuple(j for j, s in enumerate(self.strengths) if s > 0.0)
         self.start_percent = float(start_percent)
         self.end_percent = float(end_percent)
         self.cache_on_cpu = bool(cache_on_cpu)
@@ -408,15 +559,23 @@ class StandInPatch:
         return [self.adapter_patcher] if self.adapter_patcher is not None else []
 
     @property
-    def key_bias(self):
-        """Additive logit for reference keys: strength s multiplies the attention weight
-        video queries give each reference token by s before normalisation (1 = official)."""
-        return None if self.strength == 1.0 else math.log(self.strength)
+    def biases(self) -> tuple:
+        """Additive logit for each acting identity's keys: strength s multiplies the attention
+        weight video queries give each of its reference tokens by s before normalisation
+        (1 = official, no mask)."""
+        return tuple(None if self.strengths[j] == 1.0 else math.log(self.strengths[j]) for j in self.acting)
 
     def build(self, dm, grid_hw, dtype, device, transformer_options) -> ReferenceKV:
-        kv = build_reference_kv(dm, self.adapter, self.reference, grid_hw, dtype, device,
-                                transformer_options)
+        # Placement follows the full list, so silencing one person (strength 0) moves no other.
+        offsets = reference_offsets(dm, [i.reference for i in self.identities])
+        kv = build_identities_kv(dm, self.adapter, [self.identities[j].reference for j in self.acting],
+                                 [offsets[j] for j in self.acting], grid_hw, dtype, device,
+                                 transformer_options)
         return kv.to("cpu") if self.cache_on_cpu else kv
+
+    def query_groups(self, frame_index, grid_hw, device):
+        return query_groups([self.identities[j].region for j in self.acting], frame_index,
+                            grid_hw[0], grid_hw[1], device)
 
     def sigma_window(self, model_patcher):
         if self.start_percent <= 0.0 and self.end_percent >= 1.0:
@@ -443,7 +602,7 @@ class StandInPatch:
                 to[RUN_KEY] = previous
 
     def active(self, sigma, run) -> bool:
-        if self.strength == 0.0:
+        if not self.acting:
             return False
         window = run.window if run is not None else None
         if window is None:
@@ -465,8 +624,15 @@ class StandInPatch:
         if run is None:
             # Called outside a sampling run (no OUTER_SAMPLE): correct, but nothing to reuse.
             run = RunCache(self)
-        kv = run.get(dm, video_grid(dm, x), compute_dtype(base_model), x.device, transformer_options)
-        call = CallState(kv, self.key_bias, transformer_options.get("optimized_attention_override"))
+        grid_hw = video_grid(dm, x)
+        kv = run.get(dm, grid_hw, compute_dtype(base_model), x.device, transformer_options)
+        frames = -(-x.shape[2] // dm.patch_size[0])
+        groups = run.groups(_frame_index(transformer_options, frames), grid_hw, x.device)
+        biases = self.biases
+        key_bias = biases[0] if len(set(biases)) == 1 else tuple(
+            (stop - start, bias) for (start, stop), bias in zip(kv.spans, biases))
+        call = CallState(kv, key_bias, transformer_options.get("optimized_attention_override"),
+                         groups, biases, frames * grid_hw[0] * grid_hw[1])
         to = transformer_options.copy()
         to[CALL_KEY] = call
         to["optimized_attention_override"] = standin_attention
@@ -584,17 +750,38 @@ def find_standin(model) -> StandInPatch | None:
     return None
 
 
-def apply_standin(model, adapter: StandInAdapter, reference: torch.Tensor, strength: float = 1.0,
+def apply_standin(model, adapter: StandInAdapter, reference, strength: float = 1.0,
                   start_percent: float = 0.0, end_percent: float = 1.0, adapter_patcher=None,
                   cache_on_cpu: bool = False):
     """Return a clone of ``model`` carrying the Stand-In identity; ``model`` is not touched.
 
     ``reference`` is the reference image's latent as the DiT sees it (after the model's
-    ``process_latent_in``), shape [1, 16, 1, h, w].
+    ``process_latent_in``), shape [1, 16, 1, h, w]; or a list of ``IdentitySpec`` (several
+    people on one model, the official dev/multi baseline, each with its own strength and
+    optional region). ``strength`` scales every identity's own strength.
     """
     dm = wan_diffusion_model(model)
     check_adapter_fits(dm, adapter)
-    ref = check_reference(dm, reference)
+    if isinstance(reference, (list, tuple)):
+        if not reference:
+            raise StandInError("No identity to apply: connect at least one identity.")
+        identities = []
+        for n, spec in enumerate(reference, 1):
+            if not isinstance(spec, IdentitySpec):
+                raise StandInError(f"Identity {n} is a {type(spec).__name__}, not an identity.")
+            s = float(spec.strength)
+            if not math.isfinite(s) or s < 0.0:
+                raise StandInError(f"Identity {n}: strength must be a finite number >= 0 (got {s}).")
+            if spec.region is not None and not isinstance(spec.region, Region):
+                raise StandInError(f"Identity {n}: the region is a {type(spec.region).__name__}, not a Region.")
+            try:
+                ref = check_reference(dm, spec.reference)
+            except StandInError as e:
+                raise StandInError(f"Identity {n}: {e}") from None
+            identities.append(IdentitySpec(ref, s, spec.region))
+        reference = identities
+    else:
+        reference = check_reference(dm, reference)
     if not (0.0 <= start_percent <= end_percent <= 1.0):
         raise StandInError(f"start_percent ({start_percent}) and end_percent ({end_percent}) must "
                            f"satisfy 0 <= start <= end <= 1.")
@@ -607,7 +794,7 @@ def apply_standin(model, adapter: StandInAdapter, reference: torch.Tensor, stren
         remove_standin(patched)
     if adapter_patcher is None:
         adapter_patcher = make_adapter_patcher(adapter)
-    patch = StandInPatch(adapter, adapter_patcher, ref, strength, start_percent, end_percent,
+    patch = StandInPatch(adapter, adapter_patcher, reference, strength, start_percent, end_percent,
                          cache_on_cpu)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY,
                                  patch.outer_sample_wrapper)

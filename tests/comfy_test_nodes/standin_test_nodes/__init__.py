@@ -38,8 +38,9 @@ class PackStats:
     not track tensors (nor the dicts that only hold tensors)."""
 
     PACK_CLASSES = {"StandInAdapter", "IdentityAdapter", "Identity", "StandInPatch", "StandInBlockPatch",
-                    "RunCache", "ReferenceKV", "CallState"}
-    PER_GENERATION = {"RunCache", "ReferenceKV", "CallState"}
+                    "RunCache", "ReferenceKV", "CallState", "Identities", "Person", "IdentitySpec", "Region",
+                    "QueryGroup"}
+    PER_GENERATION = {"RunCache", "ReferenceKV", "CallState", "QueryGroup"}
 
     @classmethod
     def INPUT_TYPES(cls):
