@@ -82,3 +82,49 @@ def test_contact_frames_are_small_jpegs(tmp_path, astronaut):
     import io
     from PIL import Image
     assert [Image.open(io.BytesIO(f)).size for f in frames] == [(48, 48)] * 4
+
+
+def test_report_from_scored_videos_is_self_contained(tmp_path, astronaut):
+    """Videos of two real people at two 'strengths' (here: how far the camera pans), scored and
+    recorded as the pilot records them; the report ranks, plots and shows them offline."""
+    import re
+    from PIL import Image
+    from engine.pilot import report, results
+    hopper = identity_media.grace_hopper()
+    photos = {"astronaut": astronaut, "hopper": hopper}
+    out = tmp_path / "out"
+    (out / "videos").mkdir(parents=True)
+    n = 0
+    for name, rgb in photos.items():
+        photo = str(tmp_path / f"{name}.png")
+        Image.fromarray(rgb).save(photo)
+        h, w = rgb.shape[:2]
+        for strength, step in ((0.5, 6), (1.0, 0)):   # the "stronger" setting keeps still
+            for seed in (1, 2):
+                frames = pan(rgb, step + seed - 1, frames=6, size=min(h, w) - 80, top=20, left=20)
+                rel = f"videos/{name}_{strength}_{seed}.mp4"
+                write_mp4(str(out / rel), frames)
+                scores = score.score_file(str(out / rel), photo)
+                scores.update(time_s=1.0, wall_s=1.5)
+                results.append(str(out / results.RESULTS), {
+                    "key": f"k{n}", "person": name, "prompt": "a prompt", "seed": seed,
+                    "settings": {"strength": strength}, "server": "http://gpu1:8188", "file": rel, "sha256": "0" * 64,
+                    "models": [{"role": "standin_adapter", "name": "Stand-In_wan2.1_T2V_14B.ckpt", "sha256": "ab" * 32}],
+                    "consent": {"status": "recorded" if name == "astronaut" else "none", "in_manifest": name == "astronaut",
+                                "record": {"subject": "Eileen Collins", "purpose": "test", "valid_until": "2099-12-31",
+                                           "document_id": "C-1"} if name == "astronaut" else None},
+                    "scores": scores, "provenance": {"manifest": True}})
+                n += 1
+    results.append(str(out / results.FAILURES), {"key": "kf", "person": "hopper", "seed": 3, "settings": {"strength": 1.0},
+                                                 "server": "http://gpu2:8188", "reason": "HTTP 400: consent required"})
+    html_path, csv_path = report.write(str(out), None, min_motion=0.005)
+    page = open(html_path, encoding="utf-8").read()
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from the network
+    assert page.count("data:image/jpeg;base64,") == 8 * 4    # 4 frames of each of the 8 videos
+    assert page.count("<circle cx=") >= 2 * 8                # two plots, one point per video
+    # the still setting keeps the face at least as well, but only the panning one moves enough
+    assert "at motion &ge; 0.005: <b>strength=0.5</b>" in page
+    assert "HTTP 400: consent required" in page and "no consent record" in page
+    assert "Stand-In_wan2.1_T2V_14B.ckpt" in page
+    rows = open(csv_path, encoding="utf-8").read().splitlines()
+    assert len(rows) == 1 + 8 and rows[0].startswith("person,prompt,seed,strength,similarity_mean")

@@ -93,7 +93,7 @@ def _ticks(lo, hi, n=5):
 def scatter(points: list, xlabel: str, ylabel: str, width: int = 560, height: int = 330, legend=None) -> str:
     """points: (x, y, colour, tooltip). An inline SVG scatter plot with axes and ticks."""
     pts = [p for p in points if p[0] is not None and p[1] is not None]
-    ml, mr, mt, mb = 62, 14, 14, 46
+    ml, mr, mt, mb = 62, 14, 28, 46
     w, h = width - ml - mr, height - mt - mb
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
@@ -121,11 +121,12 @@ def scatter(points: list, xlabel: str, ylabel: str, width: int = 560, height: in
     parts.append(f'<text x="{ml + w / 2}" y="{height - 8}" text-anchor="middle" font-size="12">{html.escape(xlabel)}</text>')
     parts.append(f'<text x="14" y="{mt + h / 2}" text-anchor="middle" font-size="12" '
                  f'transform="rotate(-90 14 {mt + h / 2})">{html.escape(ylabel)}</text>')
-    if legend:
-        for i, (name, colour) in enumerate(legend):
-            y = mt + 14 + 16 * i
-            parts.append(f'<circle cx="{ml + 12}" cy="{y - 4}" r="5" fill="{colour}"/>'
-                         f'<text x="{ml + 22}" y="{y}">{html.escape(name)}</text>')
+    if legend:  # above the plot area, so it never hides a point
+        x = ml
+        for name, colour in legend:
+            parts.append(f'<circle cx="{x + 5}" cy="{mt - 12}" r="5" fill="{colour}"/>'
+                         f'<text x="{x + 14}" y="{mt - 8}">{html.escape(name)}</text>')
+            x += 30 + 6.5 * len(name)
     parts.append("</svg>")
     return "".join(parts)
 
@@ -159,7 +160,10 @@ def _settings_table(groups: list, best) -> str:
     return "".join(out)
 
 
-def _best_text(best, min_motion: float) -> str:
+def _best_text(best, min_motion: float, groups=()) -> str:
+    if best is None and groups and all(g["mean"] is None for g in groups):
+        return ('<p class="bad">No face was found in any of these videos, so there is no similarity to rank the '
+                'settings by (see the contact sheets).</p>')
     if best is None:
         return (f'<p class="bad">No setting moves at least {min_motion:g} (motion) with a scored face: lower the '
                 'motion floor (--min-motion) or look at the table.</p>')
@@ -224,7 +228,7 @@ def write(out_dir: str, plan=None, min_motion: float | None = None, frames_per_v
     groups_all = by_setting(rows)
     best_all = best_setting(groups_all, min_motion)
     body.append("<h2>All people</h2>")
-    body.append(_best_text(best_all, min_motion))
+    body.append(_best_text(best_all, min_motion, groups_all))
     body.append(_settings_table(groups_all, best_all))
 
     legend = [(p, colour[p]) for p in people]
@@ -249,7 +253,7 @@ def write(out_dir: str, plan=None, min_motion: float | None = None, frames_per_v
             continue
         groups = by_setting(prow)
         best = best_setting(groups, min_motion)
-        body.append(_best_text(best, min_motion))
+        body.append(_best_text(best, min_motion, groups))
         body.append(_settings_table(groups, best))
         body.append('<h3>Contact sheet</h3><table class="sheet"><tr><th>prompt</th><th>seed</th><th>settings</th>'
                     '<th>frames</th><th>similarity</th><th>motion</th><th>server</th></tr>')
