@@ -145,3 +145,27 @@ def test_report_best_setting_respects_the_motion_floor():
     assert report.best_setting(groups, 0.0)["settings"] == {"strength": 1.0}
     assert report.best_setting(groups, 0.005)["settings"] == {"strength": 0.6}
     assert report.best_setting(groups, 0.05) is None
+
+
+def test_pilot_imports_without_comfyui():
+    """engine.pilot and tools/pilot.py in a bare interpreter: no ComfyUI module is loaded."""
+    import subprocess
+    code = ("import sys; import engine.pilot.plan, engine.pilot.client, engine.pilot.dispatch, engine.pilot.score, "
+            "engine.pilot.report, engine.pilot.results\n"
+            "bad = [m for m in sys.modules if m == 'comfy' or m.startswith(('comfy.', 'comfy_api', 'folder_paths'))]\n"
+            "assert not bad, bad\nprint('clean')")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "clean", proc.stderr
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "pilot.py"), "--help"], capture_output=True,
+                          text=True, env=env, cwd="/")
+    assert proc.returncode == 0 and "--server" in proc.stdout and "--min-motion" in proc.stdout, proc.stderr
+
+
+def test_pilot_command_refuses_a_bad_plan_before_contacting_a_server(photos):
+    import subprocess
+    bad = write_plan(photos, grid={"Nope.strength": [1]})
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "pilot.py"), bad, "--server",
+                           "http://127.0.0.1:9", "--out", str(photos / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "names no node" in proc.stderr, (proc.stdout, proc.stderr)
+    assert not os.path.exists(photos / "out")

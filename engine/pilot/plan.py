@@ -201,6 +201,9 @@ def load(path: str, min_motion: float | None = None) -> Plan:
                 min_motion=float(min_motion if min_motion is not None else data.get("min_motion", 0.0)),
                 inflight=int(data.get("inflight", 2)), embedder=str(data.get("embedder", "auto")),
                 job_timeout=float(data.get("job_timeout", 3600)))
+    if not any("filename_prefix" in n.get("inputs", {}) for n in workflow.values()):
+        raise PlanError("The workflow saves nothing (no node with a filename_prefix): end it with Save Labelled Video "
+                        "(or Save Video) so each job leaves a video to download and score.")
     if plan.inflight < 1:
         raise PlanError("inflight must be at least 1 (jobs queued on each server at a time).")
     plan.jobs = expand(plan)
