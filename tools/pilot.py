@@ -67,7 +67,8 @@ def main(argv=None, stream=None) -> int:
         finally:
             html_path, csv_path = report.write(args.out, plan, args.min_motion)
         print(f"pilot: {summary['jobs']} jobs, {summary['already_done']} already done, queued {summary['queued']}: "
-              f"{summary['done']} done, {summary['failed']} failed, {summary['not_run']} not run", file=stream)
+              f"{summary['done']} done, {summary['failed']} failed, {summary['not_run']} not run in {summary['seconds']:.0f} s",
+              file=stream)
     else:
         os.makedirs(args.out, exist_ok=True)
         html_path, csv_path = report.write(args.out, plan, args.min_motion)

@@ -19,7 +19,7 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -41,11 +41,11 @@ class ServerState:
     alive: bool = True
     down_since: float | None = None
     last_error: str = ""
-    seconds: list = field(default_factory=list)
 
-    def line(self) -> str:
+    def line(self, elapsed: float) -> str:
         state = "up" if self.alive else f"DOWN ({self.last_error[:60]})"
-        per = f", {sum(self.seconds) / len(self.seconds):.1f} s/video" if self.seconds else ""
+        # Throughput, not each job's own time: with two in flight a job also waits for the other.
+        per = f", one video every {elapsed / self.done:.1f} s" if self.done else ""
         moved = f", moved away {self.moved}" if self.moved else ""
         return f"{self.url}: done {self.done}, failed {self.failed}, in flight {self.running}{moved}{per} [{state}]"
 
@@ -74,7 +74,8 @@ class Progress:
         done = sum(s.done for s in self.servers)
         failed = sum(s.failed for s in self.servers)
         head = f"pilot: {done + failed}/{self.total} (done {done}, failed {failed}) {self.eta()}".rstrip()
-        return [head] + ["  " + s.line() for s in self.servers]
+        elapsed = time.monotonic() - self.started
+        return [head] + ["  " + s.line(elapsed) for s in self.servers]
 
     def event(self, text: str) -> None:
         if self.tty:
@@ -238,7 +239,6 @@ class Pilot:
                 self.done[job.key] = record
                 results.append(os.path.join(self.out, results.RESULTS), record)
                 server.done += 1
-                server.seconds.append(record["scores"]["wall_s"])
                 self.progress.event(f"done {job.describe()} on {server.url}")
             finally:
                 self.running -= 1
@@ -267,6 +267,7 @@ class Pilot:
         self.progress.close()
         self.pool.shutdown(wait=True)
         return {"jobs": len(self.plan.jobs), "already_done": skipped, "queued": len(self.queued),
+                "seconds": round(time.monotonic() - self.progress.started, 1),
                 "done": sum(s.done for s in self.servers), "failed": len(self.failed_keys),
                 "not_run": len(self.pending), "queued_keys": list(self.queued)}
 

@@ -39,6 +39,10 @@ def _mean(values):
     return statistics.fmean(v) if v else None
 
 
+def _scored(r: dict) -> bool:
+    return "identity" in (r.get("scores") or {})
+
+
 def ident(r: dict, key: str = "mean"):
     return ((r.get("scores") or {}).get("identity") or {}).get(key)
 
@@ -160,7 +164,10 @@ def _settings_table(groups: list, best) -> str:
     return "".join(out)
 
 
-def _best_text(best, min_motion: float, groups=()) -> str:
+def _best_text(best, min_motion: float, groups=(), scored: bool = True) -> str:
+    if not scored:
+        return ('<p class="muted">These videos were not scored (the run used --no-score): there are no figures to '
+                'rank the settings by.</p>')
     if best is None and groups and all(g["mean"] is None for g in groups):
         return ('<p class="bad">No face was found in any of these videos, so there is no similarity to rank the '
                 'settings by (see the contact sheets).</p>')
@@ -195,9 +202,9 @@ def write(out_dir: str, plan=None, min_motion: float | None = None, frames_per_v
             fails[f.get("key")] = f  # the latest reason for a job still not done
     min_motion = float(min_motion if min_motion is not None else (plan.min_motion if plan else 0.0))
     people = list(dict.fromkeys([p.name for p in plan.people] if plan else [r["person"] for r in rows]))
-    for r in rows:
-        if r["person"] not in people:
-            people.append(r["person"])
+    for name in [r["person"] for r in rows] + [f.get("person") for f in fails.values()]:
+        if name and name not in people:
+            people.append(name)
     colour = {p: PALETTE[i % len(PALETTE)] for i, p in enumerate(people)}
     total = len(plan.jobs) if plan else len(rows) + len(fails)
     consent_of = {p.name: p.consent for p in plan.people} if plan else {}
@@ -218,7 +225,7 @@ def write(out_dir: str, plan=None, min_motion: float | None = None, frames_per_v
                 f'<div class="card">mean motion<b>{_f(_mean([motion(r) for r in rows]), 4)}</b></div></div>')
     thr = next((ident(r, "threshold") for r in rows if ident(r, "threshold") is not None), None)
     body.append('<p class="note small"><b>Reading the figures.</b> Similarity: cosine between the face in each frame '
-                f'and the person\'s photo ({html.escape(", ".join(embedders) or "no embedder")} embedder'
+                f'and the person\'s photo ({html.escape(", ".join(embedders) + " embedder" if embedders else "no video scored")}'
                 + (f"; same person above about {thr:g}" if thr else "") + '); mean over the frames with a face, p10 '
                 'the level 90% of those frames stay above, face share the frames where a face was found at all. '
                 'Motion: mean optical flow between frames as a share of the frame\'s longer side (0.01 = 1% per '
@@ -228,7 +235,7 @@ def write(out_dir: str, plan=None, min_motion: float | None = None, frames_per_v
     groups_all = by_setting(rows)
     best_all = best_setting(groups_all, min_motion)
     body.append("<h2>All people</h2>")
-    body.append(_best_text(best_all, min_motion, groups_all))
+    body.append(_best_text(best_all, min_motion, groups_all, any(_scored(r) for r in rows)))
     body.append(_settings_table(groups_all, best_all))
 
     legend = [(p, colour[p]) for p in people]
@@ -248,12 +255,15 @@ def write(out_dir: str, plan=None, min_motion: float | None = None, frames_per_v
         prow = [r for r in rows if r["person"] == person]
         body.append(f'<h2><span style="color:{colour[person]}">&#9679;</span> {html.escape(person)}</h2>')
         body.append(f"<p>{consent_text(prow, consent_of.get(person))}</p>")
+        pfail = sum(1 for f in fails.values() if f.get("person") == person)
+        if pfail:
+            body.append(f'<p class="bad">{pfail} job(s) failed for this person: see <a href="#failures">Failures</a>.</p>')
         if not prow:
             body.append('<p class="muted">no video done for this person</p>')
             continue
         groups = by_setting(prow)
         best = best_setting(groups, min_motion)
-        body.append(_best_text(best, min_motion, groups))
+        body.append(_best_text(best, min_motion, groups, any(_scored(r) for r in prow)))
         body.append(_settings_table(groups, best))
         body.append('<h3>Contact sheet</h3><table class="sheet"><tr><th>prompt</th><th>seed</th><th>settings</th>'
                     '<th>frames</th><th>similarity</th><th>motion</th><th>server</th></tr>')
@@ -282,7 +292,7 @@ def write(out_dir: str, plan=None, min_motion: float | None = None, frames_per_v
     body.append(f'<p class="small muted">From each video\'s C2PA manifest (what the server actually loaded). '
                 f'{unsigned} video(s) carry no manifest.</p>')
 
-    body.append(f"<h2>Failures ({len(fails)})</h2>")
+    body.append(f'<h2 id="failures">Failures ({len(fails)})</h2>')
     if fails:
         body.append("<table><tr><th>person</th><th>seed</th><th>settings</th><th>server</th><th>reason</th></tr>" + "".join(
             f'<tr><td>{html.escape(f.get("person", ""))}</td><td class="num">{f.get("seed")}</td>'
