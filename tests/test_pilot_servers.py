@@ -121,6 +121,7 @@ def test_interrupted_then_rerun_queues_only_the_missing_jobs(work, servers, tmp_
             proc.kill()
     before = recorded(out)[1]
     assert 2 <= len(before) < 6, output
+    assert proc.returncode == 130 and "interrupted" in output, output
     plan, _, summary = run_pilot(plan_path, [s.url for s in servers], out, score=False)
     assert summary["already_done"] == len(before)
     assert sorted(summary["queued_keys"]) == sorted(set(j.key for j in plan.jobs) - set(before))

@@ -64,8 +64,13 @@ def main(argv=None, stream=None) -> int:
                                give_up_after=args.give_up_after, stream=stream)
         try:
             summary = asyncio.run(pilot.run())
-        finally:
-            html_path, csv_path = report.write(args.out, plan, args.min_motion)
+        except KeyboardInterrupt:
+            report.write(args.out, plan, args.min_motion)
+            done = len(dispatch.results.done(args.out))
+            print(f"\npilot: interrupted; {done} of {len(plan.jobs)} jobs have a result. Run the same command again "
+                  "to queue only the others (prompts already queued on a server still run there).", file=stream)
+            return 130
+        html_path, csv_path = report.write(args.out, plan, args.min_motion)
         print(f"pilot: {summary['jobs']} jobs, {summary['already_done']} already done, queued {summary['queued']}: "
               f"{summary['done']} done, {summary['failed']} failed, {summary['not_run']} not run in {summary['seconds']:.0f} s",
               file=stream)
