@@ -172,7 +172,8 @@ class Pilot:
         loop = asyncio.get_running_loop()
         scores = {}
         if self.score:
-            scores = await loop.run_in_executor(self.pool, _score, path, job.person.photo, self.plan.embedder)
+            scores = await loop.run_in_executor(self.pool, _score, path, job.person.photo, self.plan.embedder,
+                                                self.plan.model_dirs)
         scores["time_s"] = round(exec_s, 3)
         scores["wall_s"] = round(wall, 3)
         provenance = await loop.run_in_executor(self.pool, _provenance, path)
@@ -272,10 +273,10 @@ class Pilot:
                 "not_run": len(self.pending), "queued_keys": list(self.queued)}
 
 
-def _score(video: str, photo: str, embedder: str) -> dict:
+def _score(video: str, photo: str, embedder: str, model_dirs=()) -> dict:
     from . import score
     try:
-        return score.score_file(video, photo, embedder)
+        return score.score_file(video, photo, embedder, model_dirs)
     except Exception as e:  # a video the scorer cannot read is still a result; say why it has no figures
         return {"error": f"{type(e).__name__}: {e}"}
 

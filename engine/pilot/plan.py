@@ -41,7 +41,7 @@ ALIASES = {
     "lora_strength": (("LoraLoaderModelOnly",), "strength_model"),
 }
 PLAN_KEYS = {"workflow", "people", "prompts", "seeds", "grid", "set", "prompt_node", "min_motion",
-             "inflight", "embedder", "job_timeout", "name"}
+             "inflight", "embedder", "model_dirs", "job_timeout", "name"}
 
 
 class PlanError(ValueError):
@@ -95,6 +95,7 @@ class Plan:
     inflight: int
     embedder: str
     job_timeout: float
+    model_dirs: tuple = ()           # where the scorer looks for w600k_r50.onnx / dlib's .dat files
     jobs: list = field(default_factory=list)
 
 
@@ -200,7 +201,8 @@ def load(path: str, min_motion: float | None = None) -> Plan:
                 prompt_node=data.get("prompt_node"),
                 min_motion=float(min_motion if min_motion is not None else data.get("min_motion", 0.0)),
                 inflight=int(data.get("inflight", 2)), embedder=str(data.get("embedder", "auto")),
-                job_timeout=float(data.get("job_timeout", 3600)))
+                job_timeout=float(data.get("job_timeout", 3600)),
+                model_dirs=tuple(d if os.path.isabs(d) else os.path.join(base, d) for d in data.get("model_dirs", [])))
     if not any("filename_prefix" in n.get("inputs", {}) for n in workflow.values()):
         raise PlanError("The workflow saves nothing (no node with a filename_prefix): end it with Save Labelled Video "
                         "(or Save Video) so each job leaves a video to download and score.")

@@ -10,7 +10,6 @@ means the picture moved 1% of its width (or height) per frame on average. A stil
 from __future__ import annotations
 
 import io
-import os
 
 import cv2
 import numpy as np
@@ -106,9 +105,3 @@ def contact_frames(video_path: str, count: int = 4, height: int = 96) -> list[by
         im.save(buf, format="JPEG", quality=80)
         out.append(buf.getvalue())
     return out
-
-
-def model_dirs_near(photo_dir: str) -> tuple:
-    """Where an ArcFace file may sit for the pilot: a models/standin folder beside the plan."""
-    d = os.path.join(photo_dir, "models", "standin")
-    return (d,) if os.path.isdir(d) else ()
