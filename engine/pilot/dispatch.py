@@ -234,6 +234,8 @@ class Pilot:
                     self.progress.event(f"moved {job.describe()} off {server.url}: {e}")
             except JobFailed as e:
                 self._fail(job, server, e.reason, e.node, e.kind)
+            except Exception as e:  # an answer this client did not expect: one job lost, not the whole run
+                self._fail(job, server, f"unexpected answer or local error: {type(e).__name__}: {e}", kind="pilot")
             else:
                 if job.key in self.done:  # cannot happen through this loop; kept as the last guard
                     continue
