@@ -1,5 +1,6 @@
 # make test   install everything on a bare machine (.venv), then run the test suite
 # make demo   start ComfyUI with this pack, queue an example workflow, write a video
+# make pilot-demo   two local ComfyUI servers (tiny models), a 16-video pilot across both: out/pilot/report.html
 # make test-comfy COMFYUI_DIR=/path/to/ComfyUI   the suite and the parity check against that ComfyUI,
 #                                               in its own .venv-comfy-<version>
 
@@ -8,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.standin-installed
 
-.PHONY: venv test parity demo clean-venv test-comfy
+.PHONY: venv test parity demo pilot-demo clean-venv test-comfy
 
 venv: $(STAMP)
 
@@ -27,6 +28,9 @@ clean-venv:
 
 demo: venv
 	$(PY) dev/demo.py
+
+pilot-demo: venv
+	$(PY) dev/pilot_demo.py --out out/pilot
 
 # Another ComfyUI (a checkout of any version): its own environment, then the same tests.
 COMFY_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' "$(COMFYUI_DIR)/comfyui_version.py" 2>/dev/null)
