@@ -29,9 +29,12 @@ def run_check(*args, timeout=300):
                           timeout=timeout, cwd=ROOT)
 
 
-def test_two_gloo_processes_ulysses_and_ring_equal_one_process(fixture_dir):
+@pytest.mark.parametrize("fixture", ["standin_parity", "standin_multi"])
+def test_two_gloo_processes_ulysses_and_ring_equal_one_process(fixture):
     """The pack's real patch through xfuser's Ulysses 2 and ring 2 attention equals the one-process
-    output; the wrong way (reference appended to each rank's keys) is told apart."""
+    output, for one person and for two (the official multi baseline's fixture); the wrong way
+    (reference appended to each rank's keys) is told apart."""
+    fixture_dir = os.path.join(conftest.FIXTURES, fixture)
     result = run_check(fixture_dir, "--control")
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     spec = json.load(open(os.path.join(fixture_dir, "calls.json")))
