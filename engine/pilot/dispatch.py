@@ -17,6 +17,7 @@ import concurrent.futures
 import datetime
 import hashlib
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ class Pilot:
         self.queued = []        # keys sent to a server in this run, in order (resume tests read it)
         self.failed_keys = []
         self.gave_up = False
+        self.interrupted = False  # Ctrl-C: take no new job, drop the ones in flight
         self.photos = {}
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pilot-score")
 
@@ -203,7 +205,7 @@ class Pilot:
             self.progress.event(f"{server.url} answers again")
 
     async def _worker(self, server: ServerState) -> None:
-        while not self._finished() and not self.gave_up:
+        while not self._finished() and not self.gave_up and not self.interrupted:
             if not server.alive:
                 if all(not s.alive for s in self.servers) and self.pending and \
                         all(time.monotonic() - (s.down_since or 0) > self.give_up_after for s in self.servers):
@@ -247,6 +249,11 @@ class Pilot:
                 self.running -= 1
                 server.running -= 1
 
+    def _interrupt(self, workers) -> None:
+        self.interrupted = True
+        for w in workers:
+            w.cancel()
+
     async def run(self) -> dict:
         os.makedirs(self.out, exist_ok=True)
         todo = self.missing()
@@ -262,13 +269,30 @@ class Pilot:
                     if not await s.comfy.alive():
                         s.alive, s.down_since, s.last_error = False, time.monotonic(), "not answering at start"
                 workers = [asyncio.ensure_future(self._worker(s)) for s in self.servers for _ in range(self.inflight)]
+                # Ctrl-C is handled here rather than by asyncio.run's cancelling of the main task: a
+                # cancellation that lands while a websocket wait completes can be lost (Python 3.11's
+                # wait_for), and the run then went on to the end. The flag stops every worker at its
+                # next job even then.
+                loop = asyncio.get_running_loop()
+                try:
+                    loop.add_signal_handler(signal.SIGINT, self._interrupt, workers)
+                    handled = True
+                except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+                    handled = False
                 try:
                     await asyncio.gather(*workers)
+                except asyncio.CancelledError:
+                    if not self.interrupted:
+                        raise
                 finally:
+                    if handled:
+                        loop.remove_signal_handler(signal.SIGINT)
                     for w in workers:
                         w.cancel()
         self.progress.close()
         self.pool.shutdown(wait=True)
+        if self.interrupted:
+            raise KeyboardInterrupt
         return {"jobs": len(self.plan.jobs), "already_done": skipped, "queued": len(self.queued),
                 "seconds": round(time.monotonic() - self.progress.started, 1),
                 "done": sum(s.done for s in self.servers), "failed": len(self.failed_keys),
