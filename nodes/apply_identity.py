@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .consent_record import (enforce as enforce_consent_policy, policy_fingerprint, prompt_has_labelled_save,
-                             refuse_if_server_unready)
+                             refuse_if_server_unready, server_ready)
 from ..engine.identity.patch import LATENT_CHANNELS, IdentitySpec, StandInError, apply_standin
 from .sockets import CATEGORY, NODE_PREFIX, AdapterSocket, Identities, IdentitySocket, people_of
 
@@ -70,9 +70,10 @@ class ApplyRSACPM(io.ComfyNode):
         # through a labelled save, and every person's consent (expired, over the limits, or
         # missing where required).
         labelled = prompt_has_labelled_save(cls.hidden.prompt if cls.hidden else None)
+        ready = server_ready() if labelled else None  # server-wide: once, not once per person
         for n, person in enumerate(people, 1):
             try:
-                enforce_consent_policy(person.identity, labelled=labelled)
+                enforce_consent_policy(person.identity, ready, labelled=labelled)
             except ValueError as e:
                 raise ValueError(f"{who(n)}{e}") from None
         for n, person in enumerate(people, 1):

@@ -58,6 +58,29 @@ class Comparison:
             self.failures.append(f"{name}: max_abs={max_abs:.3g} max_rel={max_rel:.3g}")
 
 
+def diffusion_output(base_model, x, sigma, ctx, transformer_options):
+    """One apply_model call; returns the diffusion model's own output (before the model-sampling
+    scaling), caught by a wrapper on a copy of the run's transformer_options."""
+    import torch
+    import comfy.patcher_extension
+    seen = []
+
+    def record(executor, *args, **kwargs):
+        out = executor(*args, **kwargs)
+        seen.append(out)
+        return out
+
+    to = dict(transformer_options)
+    wrappers = comfy.patcher_extension.copy_nested_dicts(to.get("wrappers", {}))
+    comfy.patcher_extension.add_wrapper_with_key(
+        comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "parity_record", record, {"wrappers": wrappers})
+    to["wrappers"] = wrappers
+    with torch.no_grad():
+        base_model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=to)
+    assert len(seen) == 1
+    return seen[0]
+
+
 def run_sequence_in_sampling_run(patched, run_calls):
     """Run ``run_calls(guider, transformer_options)`` inside a real ComfyUI sampling run."""
     import torch
@@ -128,22 +151,7 @@ def check_folder(folder: str) -> list[tuple[str, Comparison, int]]:
         if not torch.equal(base_model.model_sampling.timestep(sigma).float(),
                            torch.full_like(sigma, float(entry["timestep"]))):
             raise SystemExit(f"timestep {entry['timestep']} is not exactly reachable from a float32 sigma")
-        seen = []
-
-        def record(executor, *args, **kwargs):
-            out = executor(*args, **kwargs)
-            seen.append(out)
-            return out
-
-        to = dict(transformer_options)
-        wrappers = comfy.patcher_extension.copy_nested_dicts(to.get("wrappers", {}))
-        comfy.patcher_extension.add_wrapper_with_key(
-            comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "parity_record", record, {"wrappers": wrappers})
-        to["wrappers"] = wrappers
-        with torch.no_grad():
-            base_model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=to)
-        assert len(seen) == 1
-        return seen[0]
+        return diffusion_output(base_model, x, sigma, ctx, transformer_options)
 
     results = []
     for adapter_file in spec["adapters"]:

@@ -58,8 +58,7 @@ def _run_calls(standin, patched, spec, inputs, with_identity: bool):
     cache lives as under KSampler), each through BaseModel.apply_model with every wrapper; the
     DiT's raw outputs are recorded."""
     import torch
-    import comfy.patcher_extension
-    from check_parity import run_sequence_in_sampling_run
+    from check_parity import diffusion_output, run_sequence_in_sampling_run
 
     outputs = []
     entries = spec["sequence"] if with_identity else spec.get("base", spec["sequence"][:1])
@@ -68,22 +67,8 @@ def _run_calls(standin, patched, spec, inputs, with_identity: bool):
         for entry in entries:
             x, ctx = inputs[entry["latents"]], inputs[entry["context"]]
             sigma = torch.full((x.shape[0],), float(entry["timestep"]) / 1000.0)
-            seen = []
-
-            def record(executor, *args, **kwargs):
-                out = executor(*args, **kwargs)
-                seen.append(out)
-                return out
-
-            to = dict(transformer_options)
-            wrappers = comfy.patcher_extension.copy_nested_dicts(to.get("wrappers", {}))
-            comfy.patcher_extension.add_wrapper_with_key(
-                comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "sp_record", record,
-                {"wrappers": wrappers})
-            to["wrappers"] = wrappers
-            with torch.no_grad():
-                guider.inner_model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=to)
-            outputs.append(seen[0].detach().clone())
+            out = diffusion_output(guider.inner_model, x, sigma, ctx, transformer_options)
+            outputs.append(out.detach().clone())
 
     run_sequence_in_sampling_run(patched, run_calls)
     return outputs
